@@ -1,0 +1,281 @@
+"""The autograd engine: graph nodes, grad mode, and the backward walk.
+
+Every differentiable op returns a Tensor whose ``_node`` records *how* it was made: the
+op's name, the parent nodes, the provenance that was current, and a ``backward`` closure
+holding exactly the arrays that the vector-Jacobian product needs.  Nodes hold parent
+*nodes*, never parent tensors, so an intermediate Tensor the user drops is freed even while
+the graph lives, and after backward only the tiny structure remains (pictures can still be
+drawn from it; the saved arrays are gone unless ``retain_graph=True``).
+
+The walk is iterative (an explicit stack), so graph depth is limited only by memory.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from . import provenance
+
+# ---------------------------------------------------------------------------------------------
+# Grad mode
+
+
+class _State:
+    """Process-wide switches read on every op; one object so the hot path does one lookup."""
+
+    __slots__ = ("grad_enabled", "anomaly")
+
+    def __init__(self) -> None:
+        self.grad_enabled = True
+        self.anomaly = False
+
+
+state = _State()
+
+
+class _GradMode:
+    """Context manager *and* decorator that sets grad mode, restoring the old one on exit."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._saved: list[bool] = []
+
+    def __enter__(self) -> None:
+        self._saved.append(state.grad_enabled)
+        state.grad_enabled = self.enabled
+
+    def __exit__(self, *exc: object) -> None:
+        state.grad_enabled = self._saved.pop()
+
+    def __call__(self, fn: Callable) -> Callable:
+        import functools
+
+        enabled = self.enabled
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with _GradMode(enabled):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+def no_grad() -> _GradMode:
+    """Record nothing inside: ``with ts.no_grad(): ...`` or ``@ts.no_grad()``."""
+    return _GradMode(False)
+
+
+def enable_grad() -> _GradMode:
+    """Record again inside a ``no_grad`` region."""
+    return _GradMode(True)
+
+
+def is_grad_enabled() -> bool:
+    return state.grad_enabled
+
+
+# ---------------------------------------------------------------------------------------------
+# Nodes
+
+
+def _released(g: np.ndarray) -> None:  # stands in for a backward whose saved arrays are freed
+    raise AssertionError("unreachable: the engine checks for _released before calling")
+
+
+class Node:
+    """One recorded op (or one leaf that wants a gradient).
+
+    ``backward(g)`` returns one gradient per entry of ``parents`` (None where not needed);
+    gradients may have the op's broadcast shape: the engine sums them back (``unbroadcast``).
+    A leaf has ``backward is None`` and a weak reference to its Tensor, to deposit ``.grad``.
+    """
+
+    __slots__ = ("backward", "parents", "op", "prov", "shape", "dtype", "name", "hooks",
+                 "tensor", "source", "__weakref__")
+
+    def __init__(self, backward: Callable | None, parents: tuple, op: str | None,
+                 shape: tuple, dtype: np.dtype) -> None:
+        self.backward = backward
+        self.parents = parents          # tuple[Node | None, ...]
+        self.op = op                    # None for a leaf
+        self.prov = provenance.current  # where it was made (module, layer, step, gate, label)
+        self.shape = shape
+        self.dtype = dtype
+        self.name: str | None = None
+        self.hooks: list[Callable] | None = None
+        self.tensor: weakref.ref | None = None  # set for leaves and for retain_grad()
+        self.source: str | None = None          # creating source line, in anomaly mode only
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.op is None
+
+    @property
+    def released(self) -> bool:
+        return self.backward is _released
+
+    def __repr__(self) -> str:
+        what = "leaf" if self.op is None else self.op
+        return f"<Node {what} {self.shape} {self.dtype}{'' if self.prov is None else ' @ ' + str(self.prov)}>"
+
+
+class IndexGrad:
+    """A gradient that is zero except at ``index`` of an array of ``shape``.
+
+    Indexing ops return this instead of a full-size array, and the engine adds it into one
+    buffer per parent: slicing T steps out of a sequence then costs O(T), not O(T^2).
+    """
+
+    __slots__ = ("index", "values", "shape", "dtype", "has_int_array")
+
+    def __init__(self, index: Any, values: np.ndarray, shape: tuple, dtype: np.dtype,
+                 has_int_array: bool) -> None:
+        self.index, self.values, self.shape, self.dtype = index, values, shape, dtype
+        self.has_int_array = has_int_array  # repeated integer indices must each add
+
+    def add_into(self, buffer: np.ndarray) -> None:
+        if self.has_int_array:
+            np.add.at(buffer, self.index, self.values)
+        else:
+            buffer[self.index] += self.values
+
+    def dense(self) -> np.ndarray:
+        buffer = np.zeros(self.shape, self.dtype)
+        self.add_into(buffer)
+        return buffer
+
+
+def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum ``grad`` back to ``shape``: the adjoint of numpy broadcasting ``shape`` up to grad's."""
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra < 0:
+        raise ValueError(f"gradient of shape {grad.shape} has fewer dimensions than its input {shape}")
+    axes = tuple(range(extra)) + tuple(
+        extra + i for i, n in enumerate(shape) if n == 1 and grad.shape[extra + i] != 1)
+    summed = grad.sum(axis=axes, keepdims=True) if axes else grad
+    if extra:
+        summed = summed.reshape(summed.shape[extra:])
+    if summed.shape != shape:
+        raise ValueError(f"gradient of shape {grad.shape} does not broadcast to its input {shape}")
+    return summed
+
+
+# ---------------------------------------------------------------------------------------------
+# The backward walk
+
+
+def topological_order(root: Node) -> list[Node]:
+    """Nodes reachable from ``root``, each before all of its parents (iterative DFS)."""
+    order: list[Node] = []
+    visited = {id(root)}
+    stack: list[tuple[Node, Iterator]] = [(root, iter(root.parents))]
+    while stack:
+        node, parents = stack[-1]
+        for parent in parents:
+            if parent is not None and id(parent) not in visited:
+                visited.add(id(parent))
+                stack.append((parent, iter(parent.parents)))
+                break
+        else:
+            stack.pop()
+            order.append(node)
+    order.reverse()
+    return order
+
+
+class _Accumulator:
+    """Sums the gradient contributions arriving at each node, in place where it owns the buffer."""
+
+    __slots__ = ("grads", "owned")
+
+    def __init__(self) -> None:
+        self.grads: dict[int, Any] = {}
+        self.owned: set[int] = set()
+
+    def add(self, node: Node, grad: Any) -> None:
+        key = id(node)
+        if type(grad) is IndexGrad:
+            buffer = self.grads.get(key)
+            if buffer is None:
+                buffer = np.zeros(node.shape, node.dtype)
+                self.grads[key] = buffer
+                self.owned.add(key)
+            elif key not in self.owned:
+                buffer = self.grads[key] = np.array(buffer, dtype=node.dtype)
+                self.owned.add(key)
+            grad.add_into(buffer)
+            return
+        if grad.shape != node.shape:
+            grad = unbroadcast(grad, node.shape)
+        if grad.dtype != node.dtype:
+            grad = grad.astype(node.dtype)
+        existing = self.grads.get(key)
+        if existing is None:
+            self.grads[key] = grad
+        elif key in self.owned:
+            existing += grad
+        else:
+            self.grads[key] = existing + grad
+            self.owned.add(key)
+
+    def pop(self, node: Node) -> np.ndarray | None:
+        self.owned.discard(id(node))
+        return self.grads.pop(id(node), None)
+
+
+# Called with (node, gradient) for every node the walk reaches; diagnostics and anomaly mode
+# register here. Empty in normal training, so the hot loop pays one truth test.
+observers: list[Callable[[Node, np.ndarray], None]] = []
+
+
+def run_backward(root: Node, grad: np.ndarray, retain_graph: bool = False) -> None:
+    """Propagate ``grad`` from ``root`` to every leaf that requires grad."""
+    accumulator = _Accumulator()
+    accumulator.add(root, grad)
+    for node in topological_order(root):
+        g = accumulator.pop(node)
+        if g is None:
+            continue
+        if node.hooks:
+            for hook in node.hooks:
+                replaced = hook(g)
+                if replaced is not None:
+                    g = np.asarray(replaced)
+        if observers:
+            for observe in observers:
+                observe(node, g)
+        if node.tensor is not None:
+            tensor = node.tensor()
+            if tensor is not None:
+                tensor._accumulate_grad(g)
+        backward = node.backward
+        if backward is None:
+            continue
+        if backward is _released:
+            raise RuntimeError(
+                f"backward through the graph a second time: the arrays saved by '{node.op}'"
+                f"{'' if node.prov is None else ' (' + str(node.prov) + ')'} were freed after the "
+                "first backward. Pass retain_graph=True to the first backward() to keep them.")
+        parent_grads = backward(g)
+        if not retain_graph:
+            node.backward = _released
+        for parent, parent_grad in zip(node.parents, parent_grads):
+            if parent is not None and parent_grad is not None:
+                accumulator.add(parent, parent_grad)
+
+
+@contextmanager
+def observe_backward(fn: Callable[[Node, np.ndarray], None]) -> Iterator[None]:
+    """Call ``fn(node, grad)`` for every node reached by backward inside the block."""
+    observers.append(fn)
+    try:
+        yield
+    finally:
+        observers.remove(fn)

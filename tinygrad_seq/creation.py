@@ -1,0 +1,70 @@
+"""Making tensors: from data, filled, or random (from one seedable generator)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .tensor import Tensor
+
+DEFAULT_DTYPE = np.float32
+_generator = np.random.default_rng()
+
+
+def manual_seed(seed: int) -> None:
+    """Seed the generator behind randn / rand / parameter init / dropout, for reproducible runs."""
+    global _generator
+    _generator = np.random.default_rng(seed)
+
+
+def generator() -> np.random.Generator:
+    return _generator
+
+
+def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, name: str | None = None) -> Tensor:
+    """A new tensor holding a copy of ``data`` (Python floats become float32, arrays keep their dtype)."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype, name=name)
+
+
+def _shape(shape: tuple) -> tuple:
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+
+
+def _made(array: np.ndarray, requires_grad: bool, name: str | None) -> Tensor:
+    out = Tensor.constant(array)
+    out.name = name
+    return out.requires_grad_(True) if requires_grad else out
+
+
+def zeros(*shape: Any, dtype: Any = DEFAULT_DTYPE, requires_grad: bool = False, name: str | None = None) -> Tensor:
+    return _made(np.zeros(_shape(shape), dtype), requires_grad, name)
+
+
+def ones(*shape: Any, dtype: Any = DEFAULT_DTYPE, requires_grad: bool = False, name: str | None = None) -> Tensor:
+    return _made(np.ones(_shape(shape), dtype), requires_grad, name)
+
+
+def full(shape: Any, fill_value: float, dtype: Any = DEFAULT_DTYPE, requires_grad: bool = False,
+         name: str | None = None) -> Tensor:
+    return _made(np.full(shape, fill_value, dtype), requires_grad, name)
+
+
+def zeros_like(x: Tensor, requires_grad: bool = False) -> Tensor:
+    return _made(np.zeros_like(x.data), requires_grad, None)
+
+
+def ones_like(x: Tensor, requires_grad: bool = False) -> Tensor:
+    return _made(np.ones_like(x.data), requires_grad, None)
+
+
+def arange(*args: Any, dtype: Any = None) -> Tensor:
+    return Tensor.constant(np.arange(*args, dtype=dtype))
+
+
+def randn(*shape: Any, dtype: Any = DEFAULT_DTYPE, requires_grad: bool = False, name: str | None = None) -> Tensor:
+    return _made(_generator.standard_normal(_shape(shape)).astype(dtype), requires_grad, name)
+
+
+def rand(*shape: Any, dtype: Any = DEFAULT_DTYPE, requires_grad: bool = False, name: str | None = None) -> Tensor:
+    return _made(_generator.random(_shape(shape)).astype(dtype), requires_grad, name)

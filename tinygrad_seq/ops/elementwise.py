@@ -1,0 +1,210 @@
+"""Elementwise ops. Each backward returns gradients in the broadcast shape of the output; the
+engine sums them back to each input's shape (``autograd.unbroadcast``), so no op repeats that.
+
+Formulas follow PyTorch's derivatives (tanh: 1 - y^2, sigmoid: y(1 - y), ties of maximum split
+the gradient in half, clip passes it where lo <= x <= hi) so float64 results agree with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..tensor import Tensor
+
+
+def data_of(x: Any) -> Any:
+    """The array behind a Tensor; Python scalars stay Python scalars (numpy's weak typing)."""
+    if isinstance(x, Tensor):
+        return x._data
+    if isinstance(x, (int, float, bool, np.ndarray, np.generic)):
+        return x
+    return np.asarray(x)
+
+
+def kept_for(tensor: Any, array: Any) -> Any:
+    """``array`` if ``tensor`` will need it for its gradient, else None: save only what backward uses."""
+    return array if getattr(tensor, "_node", None) is not None else None
+
+
+def _broadcasting(op: str, ufunc: Callable, x: Any, y: Any) -> np.ndarray:
+    try:
+        return ufunc(x, y)
+    except ValueError:
+        raise ValueError(f"{op}: shapes {np.shape(x)} and {np.shape(y)} do not broadcast together "
+                         "(numpy rules: trailing dimensions must be equal or 1)") from None
+
+
+def _times(g: np.ndarray, factor: Any) -> np.ndarray | None:
+    return None if factor is None else g * factor
+
+
+# -- arithmetic ------------------------------------------------------------------------------
+
+
+def add(a: Any, b: Any) -> Tensor:
+    out = _broadcasting("add", np.add, data_of(a), data_of(b))
+    return Tensor.from_op(out, "add", (a, b), lambda g: (g, g))
+
+
+def sub(a: Any, b: Any) -> Tensor:
+    out = _broadcasting("sub", np.subtract, data_of(a), data_of(b))
+    return Tensor.from_op(out, "sub", (a, b), lambda g: (g, -g))
+
+
+def mul(a: Any, b: Any) -> Tensor:
+    x, y = data_of(a), data_of(b)
+    y_for_a, x_for_b = kept_for(a, y), kept_for(b, x)
+    return Tensor.from_op(_broadcasting("mul", np.multiply, x, y), "mul", (a, b),
+                          lambda g: (_times(g, y_for_a), _times(g, x_for_b)))
+
+
+def div(a: Any, b: Any) -> Tensor:
+    x, y = data_of(a), data_of(b)
+    x_for_b = kept_for(b, x)
+
+    def backward(g: np.ndarray) -> tuple:
+        grad_b = None if x_for_b is None else -g * ((x_for_b / y) / y)
+        return g / y, grad_b
+
+    return Tensor.from_op(_broadcasting("div", np.divide, x, y), "div", (a, b), backward)
+
+
+def neg(a: Tensor) -> Tensor:
+    return Tensor.from_op(np.negative(a._data), "neg", (a,), lambda g: (-g,))
+
+
+def pow(a: Any, b: Any) -> Tensor:  # noqa: A001 - the operator's name
+    """a ** b for a scalar or tensor exponent (and a scalar or tensor base)."""
+    x, y = data_of(a), data_of(b)
+    out = _broadcasting("pow", np.power, x, y)
+    x_for_a, x_for_b = kept_for(a, x), kept_for(b, x)
+
+    def backward(g: np.ndarray) -> tuple:
+        grad_a = grad_b = None
+        if x_for_a is not None:  # d/dx x^y = y x^(y-1), and exactly 0 where y == 0
+            grad_a = np.where(y == 0, 0.0, g * (y * np.power(x_for_a, y - 1)))
+        if x_for_b is not None:  # d/dy x^y = x^y log x, taken as 0 at x == 0 (y >= 0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                grad_b = np.where((x_for_b == 0) & (y >= 0), 0.0, g * (out * np.log(x_for_b)))
+        return grad_a, grad_b
+
+    return Tensor.from_op(out, "pow", (a, b), backward)
+
+
+# -- transcendental and activations ----------------------------------------------------------
+
+
+def exp(a: Tensor) -> Tensor:
+    y = np.exp(a._data)
+    return Tensor.from_op(y, "exp", (a,), lambda g: (g * y,))
+
+
+def log(a: Tensor) -> Tensor:
+    x = a._data
+    return Tensor.from_op(np.log(x), "log", (a,), lambda g: (g / x,))
+
+
+def sqrt(a: Tensor) -> Tensor:
+    y = np.sqrt(a._data)
+    return Tensor.from_op(y, "sqrt", (a,), lambda g: (g / (2 * y),))
+
+
+def abs(a: Tensor) -> Tensor:  # noqa: A001
+    x = a._data
+    return Tensor.from_op(np.abs(x), "abs", (a,), lambda g: (g * np.sign(x),))
+
+
+def tanh(a: Tensor) -> Tensor:
+    y = np.tanh(a._data)
+    return Tensor.from_op(y, "tanh", (a,), lambda g: (g * (1 - y * y),))
+
+
+def sigmoid(a: Tensor) -> Tensor:
+    with np.errstate(over="ignore"):  # exp(-x) overflows to inf for x << 0; 1/(1+inf) is the right 0
+        y = 1 / (1 + np.exp(-a._data))
+    return Tensor.from_op(y, "sigmoid", (a,), lambda g: (g * (1 - y) * y,))
+
+
+def relu(a: Tensor) -> Tensor:
+    y = np.maximum(a._data, 0)
+    return Tensor.from_op(y, "relu", (a,), lambda g: (g * (y > 0),))
+
+
+def _tie_split(op: str, ufunc: Callable, a: Any, b: Any) -> Tensor:
+    """maximum / minimum: the gradient goes to the chosen input, half to each on a tie."""
+    x, y = data_of(a), data_of(b)
+    out = _broadcasting(op, ufunc, x, y)
+
+    def backward(g: np.ndarray) -> tuple:
+        half_on_tie = np.where(x == y, g / 2, g)
+        return np.where(out != x, 0, half_on_tie), np.where(out != y, 0, half_on_tie)
+
+    return Tensor.from_op(out, op, (a, b), backward)
+
+
+def maximum(a: Any, b: Any) -> Tensor:
+    return _tie_split("maximum", np.maximum, a, b)
+
+
+def minimum(a: Any, b: Any) -> Tensor:
+    return _tie_split("minimum", np.minimum, a, b)
+
+
+def where(condition: Any, a: Any, b: Any) -> Tensor:
+    """Elementwise ``a if condition else b``; the condition gets no gradient."""
+    c = np.asarray(data_of(condition))
+    if c.dtype != np.bool_:
+        raise TypeError(f"where: condition must be boolean, got {c.dtype}")
+    try:
+        out = np.where(c, data_of(a), data_of(b))
+    except ValueError:
+        raise ValueError(f"where: shapes {c.shape}, {np.shape(data_of(a))} and {np.shape(data_of(b))} "
+                         "do not broadcast together") from None
+    return Tensor.from_op(out, "where", (a, b), lambda g: (np.where(c, g, 0), np.where(c, 0, g)))
+
+
+def clip(a: Tensor, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
+    """Clamp into [min, max]; the gradient passes where min <= x <= max (PyTorch's clamp)."""
+    x = a._data
+    if min is None and max is None:
+        raise ValueError("clip: give at least one of min and max")
+    inside = np.ones(x.shape, bool)
+    if min is not None:
+        inside &= x >= min
+    if max is not None:
+        inside &= x <= max
+    return Tensor.from_op(np.clip(x, min, max), "clip", (a,), lambda g: (g * inside,))
+
+
+def cast(a: Tensor, dtype: Any) -> Tensor:
+    """Convert dtype; between float types the gradient flows (the engine casts it back)."""
+    dtype = np.dtype(dtype)
+    if dtype == a._data.dtype:
+        return a
+    out = a._data.astype(dtype)
+    if dtype.kind != "f":
+        return Tensor.constant(out)
+    return Tensor.from_op(out, "cast", (a,), lambda g: (g,))
+
+
+# -- comparisons (no gradient) --------------------------------------------------------------
+
+
+def _comparison(ufunc: Callable, op: str) -> Callable[[Any, Any], Tensor]:
+    def compare(a: Any, b: Any) -> Tensor:
+        return Tensor.constant(_broadcasting(op, ufunc, data_of(a), data_of(b)))
+
+    compare.__name__ = op
+    compare.__doc__ = f"Elementwise {op}, as a boolean tensor (not differentiable)."
+    return compare
+
+
+eq = _comparison(np.equal, "eq")
+ne = _comparison(np.not_equal, "ne")
+lt = _comparison(np.less, "lt")
+le = _comparison(np.less_equal, "le")
+gt = _comparison(np.greater, "gt")
+ge = _comparison(np.greater_equal, "ge")

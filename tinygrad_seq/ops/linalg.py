@@ -1,0 +1,47 @@
+"""Matrix multiplication with numpy's semantics: 1-D operands, 2-D, and batched (broadcast) stacks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..tensor import Tensor
+from .elementwise import data_of, kept_for
+
+
+def _swap_last(m: np.ndarray) -> np.ndarray:
+    return np.swapaxes(m, -1, -2)
+
+
+def matmul(a: Any, b: Any) -> Tensor:
+    x, y = np.asarray(data_of(a)), np.asarray(data_of(b))
+    if x.ndim == 0 or y.ndim == 0:
+        raise ValueError(f"matmul: both operands need at least 1 dimension, got shapes {x.shape} and {y.shape}")
+    try:
+        out = x @ y
+    except ValueError:
+        raise ValueError(f"matmul: shapes {x.shape} and {y.shape} are not aligned: the last dimension of "
+                         f"the first ({x.shape[-1]}) must equal the "
+                         f"{'only' if y.ndim == 1 else 'second-to-last'} dimension of the second "
+                         f"({y.shape[0] if y.ndim == 1 else y.shape[-2]})") from None
+    y_for_a, x_for_b = kept_for(a, y), kept_for(b, x)
+
+    def backward(g: np.ndarray) -> tuple:
+        # Treat 1-D operands as a row (first) or column (second) matrix, as numpy does.
+        if x.ndim == 1:
+            g = np.expand_dims(g, -2)
+        if y.ndim == 1:
+            g = np.expand_dims(g, -1)
+        grad_a = grad_b = None
+        if y_for_a is not None:
+            grad_a = g @ _swap_last(y_for_a if y.ndim > 1 else y_for_a[None, :])
+            if x.ndim == 1:
+                grad_a = grad_a[..., 0, :]
+        if x_for_b is not None:
+            grad_b = _swap_last(x_for_b if x.ndim > 1 else x_for_b[None, :]) @ g
+            if y.ndim == 1:
+                grad_b = grad_b[..., 0]
+        return grad_a, grad_b
+
+    return Tensor.from_op(out, "matmul", (a, b), backward)

@@ -1,0 +1,134 @@
+"""Reductions over dimensions (PyTorch's ``dim`` / ``keepdim``; numpy's ``axis`` / ``keepdims``
+are accepted too), and the numerically stable softmax family, which reduces along one dim."""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+import numpy as np
+
+from ..tensor import Tensor
+
+Dims = int | tuple[int, ...] | None
+
+
+def normalize_dims(x: np.ndarray, dim: Any, op: str) -> tuple[int, ...] | None:
+    """Check ``dim`` against ``x`` and return it as a tuple of non-negative ints (None = all)."""
+    if dim is None:
+        return None
+    dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
+    out = []
+    for d in dims:
+        if not -x.ndim <= d < builtins.max(x.ndim, 1):
+            raise IndexError(f"{op}: dim {d} is out of range for a tensor of shape {x.shape}")
+        out.append(int(d) % builtins.max(x.ndim, 1))
+    return tuple(out)
+
+
+def _resolve(x: np.ndarray, dim: Any, keepdim: bool, axis: Any, keepdims: Any, op: str):
+    if axis is not None:
+        dim = axis
+    if keepdims is not None:
+        keepdim = keepdims
+    return normalize_dims(x, dim, op), bool(keepdim)
+
+
+def _restore_dims(g: np.ndarray, dims: tuple[int, ...] | None, keepdim: bool) -> np.ndarray:
+    """Put back the reduced dims as size 1, so ``g`` broadcasts against the input."""
+    if keepdim or dims is None:  # with dims None and no keepdim, g is 0-d and broadcasts as is
+        return g
+    return np.expand_dims(g, dims)
+
+
+def sum(x: Tensor, dim: Dims = None, keepdim: bool = False, *, axis: Dims = None,  # noqa: A001
+        keepdims: bool | None = None) -> Tensor:
+    dims, keep = _resolve(x._data, dim, keepdim, axis, keepdims, "sum")
+    shape = x._data.shape
+    out = x._data.sum(axis=dims, keepdims=keep)
+    return Tensor.from_op(out, "sum", (x,),
+                          lambda g: (np.broadcast_to(_restore_dims(g, dims, keep), shape),))
+
+
+def mean(x: Tensor, dim: Dims = None, keepdim: bool = False, *, axis: Dims = None,
+         keepdims: bool | None = None) -> Tensor:
+    dims, keep = _resolve(x._data, dim, keepdim, axis, keepdims, "mean")
+    shape = x._data.shape
+    count = x._data.size if dims is None else int(np.prod([shape[d] for d in dims]))
+    out = x._data.mean(axis=dims, keepdims=keep)
+    return Tensor.from_op(out, "mean", (x,),
+                          lambda g: (np.broadcast_to(_restore_dims(g, dims, keep) / count, shape),))
+
+
+def _extreme(x: Tensor, dim: Any, keepdim: bool, axis: Any, keepdims: Any, op: str) -> Tensor:
+    """max / min over dims; ties share the gradient evenly (PyTorch's amax / amin)."""
+    dims, keep = _resolve(x._data, dim, keepdim, axis, keepdims, op)
+    data = x._data
+    if data.size == 0:
+        raise ValueError(f"{op}: cannot reduce an empty tensor of shape {data.shape}")
+    reduce = np.max if op == "max" else np.min
+    kept = reduce(data, axis=dims, keepdims=True)
+    out = kept if keep else (kept.reshape(()) if dims is None else np.squeeze(kept, dims))
+
+    def backward(g: np.ndarray) -> tuple:
+        chosen = data == kept
+        share = chosen / chosen.sum(axis=dims, keepdims=True)
+        return (_restore_dims(g, dims, keep) * share,)
+
+    return Tensor.from_op(out, op, (x,), backward)
+
+
+def max(x: Tensor, dim: Dims = None, keepdim: bool = False, *, axis: Dims = None,  # noqa: A001
+        keepdims: bool | None = None) -> Tensor:
+    return _extreme(x, dim, keepdim, axis, keepdims, "max")
+
+
+def min(x: Tensor, dim: Dims = None, keepdim: bool = False, *, axis: Dims = None,  # noqa: A001
+        keepdims: bool | None = None) -> Tensor:
+    return _extreme(x, dim, keepdim, axis, keepdims, "min")
+
+
+def argmax(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    return Tensor.constant(np.asarray(np.argmax(x._data, axis=dim, keepdims=keepdim)))
+
+
+def argmin(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    return Tensor.constant(np.asarray(np.argmin(x._data, axis=dim, keepdims=keepdim)))
+
+
+# -- softmax family: one dim, stable for inputs of any magnitude ------------------------------
+
+
+def _peak(x: np.ndarray, dims: Any) -> np.ndarray:
+    """The max over dims, kept as size-1 dims, with 0 where it is infinite: subtracting it makes
+    exp() unable to overflow, and all -inf rows stay -inf instead of becoming nan."""
+    peak = x.max(axis=dims, keepdims=True)
+    if not np.isfinite(peak).all():
+        peak = np.where(np.isfinite(peak), peak, 0)
+    return peak
+
+
+def logsumexp(x: Tensor, dim: Dims = -1, keepdim: bool = False) -> Tensor:
+    dims = normalize_dims(x._data, dim, "logsumexp")
+    data = x._data
+    peak = _peak(data, dims)
+    kept = np.log(np.exp(data - peak).sum(axis=dims, keepdims=True)) + peak
+    out = kept if keepdim else (kept.reshape(()) if dims is None else np.squeeze(kept, dims))
+    return Tensor.from_op(out, "logsumexp", (x,),
+                          lambda g: (_restore_dims(g, dims, keepdim) * np.exp(data - kept),))
+
+
+def softmax(x: Tensor, dim: int = -1) -> Tensor:
+    (dim,) = normalize_dims(x._data, dim, "softmax")
+    e = np.exp(x._data - _peak(x._data, dim))
+    y = e / e.sum(axis=dim, keepdims=True)
+    return Tensor.from_op(y, "softmax", (x,),
+                          lambda g: (y * (g - (g * y).sum(axis=dim, keepdims=True)),))
+
+
+def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
+    (dim,) = normalize_dims(x._data, dim, "log_softmax")
+    shifted = x._data - _peak(x._data, dim)
+    y = shifted - np.log(np.exp(shifted).sum(axis=dim, keepdims=True))
+    return Tensor.from_op(y, "log_softmax", (x,),
+                          lambda g: (g - np.exp(y) * g.sum(axis=dim, keepdims=True),))

@@ -1,0 +1,200 @@
+"""Ops that move data without arithmetic: reshape, transpose, expand, indexing, concat, stack,
+split.  Indexing's backward is an ``IndexGrad`` (zero outside the index) that the engine adds
+into one buffer, so taking T slices of a sequence and backpropagating costs O(T), not O(T^2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..autograd import IndexGrad
+from ..tensor import Tensor
+from .reduce import normalize_dims
+
+
+def _shape_arg(shape: tuple) -> tuple:
+    """Accept both ``f(2, 3)`` and ``f((2, 3))``."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(shape[0])
+    return shape
+
+
+def reshape(x: Tensor, *shape: Any) -> Tensor:
+    shape = _shape_arg(shape)
+    source = x._data.shape
+    try:
+        out = x._data.reshape(shape)
+    except (ValueError, TypeError):
+        raise ValueError(f"reshape: cannot reshape a tensor of shape {source} "
+                         f"({x._data.size} elements) into {shape}") from None
+    return Tensor.from_op(out, "reshape", (x,), lambda g: (g.reshape(source),))
+
+
+def view(x: Tensor, *shape: Any) -> Tensor:
+    """Same as reshape (arrays here are never mutated, so views and copies behave alike)."""
+    return reshape(x, *shape)
+
+
+def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    if x.ndim == 0:
+        return reshape(x, 1)
+    start, end = normalize_dims(x._data, (start_dim, end_dim), "flatten")
+    shape = x.shape
+    return reshape(x, shape[:start] + (int(np.prod(shape[start:end + 1])),) + shape[end + 1:])
+
+
+def permute(x: Tensor, *dims: Any) -> Tensor:
+    dims = normalize_dims(x._data, _shape_arg(dims), "permute")
+    if sorted(dims) != list(range(x.ndim)):
+        raise ValueError(f"permute: {dims} is not a permutation of the {x.ndim} dims of shape {x.shape}")
+    inverse = tuple(np.argsort(dims))
+    return Tensor.from_op(np.transpose(x._data, dims), "permute", (x,),
+                          lambda g: (np.transpose(g, inverse),))
+
+
+def transpose(x: Tensor, dim0: int = -2, dim1: int = -1) -> Tensor:
+    """Swap two dims (PyTorch's meaning of transpose)."""
+    d0, d1 = normalize_dims(x._data, (dim0, dim1), "transpose")
+    return Tensor.from_op(np.swapaxes(x._data, d0, d1), "transpose", (x,),
+                          lambda g: (np.swapaxes(g, d0, d1),))
+
+
+def T(x: Tensor) -> Tensor:
+    """All dims reversed (the matrix transpose for 2-D)."""
+    return permute(x, *reversed(range(x.ndim)))
+
+
+def broadcast_to(x: Tensor, *shape: Any) -> Tensor:
+    shape = _shape_arg(shape)
+    try:
+        out = np.broadcast_to(x._data, shape)
+    except ValueError:
+        raise ValueError(f"expand: cannot broadcast a tensor of shape {x.shape} to {shape}") from None
+    return Tensor.from_op(out, "expand", (x,), lambda g: (g,))  # the engine sums g back
+
+
+def expand(x: Tensor, *sizes: Any) -> Tensor:
+    """PyTorch's expand: -1 keeps a dim's size."""
+    sizes = _shape_arg(sizes)
+    lead = len(sizes) - x.ndim
+    shape = tuple(x.shape[i - lead] if s == -1 and i >= lead else s for i, s in enumerate(sizes))
+    return broadcast_to(x, shape)
+
+
+def squeeze(x: Tensor, dim: int | tuple[int, ...] | None = None) -> Tensor:
+    dims = normalize_dims(x._data, dim, "squeeze")
+    if dims is None:
+        dims = tuple(i for i, n in enumerate(x.shape) if n == 1)
+    return reshape(x, tuple(n for i, n in enumerate(x.shape) if not (i in dims and n == 1)))
+
+
+def unsqueeze(x: Tensor, dim: int) -> Tensor:
+    if not -x.ndim - 1 <= dim <= x.ndim:
+        raise IndexError(f"unsqueeze: dim {dim} is out of range for a tensor of shape {x.shape}")
+    dim = dim % (x.ndim + 1)
+    return reshape(x, x.shape[:dim] + (1,) + x.shape[dim:])
+
+
+# -- indexing ---------------------------------------------------------------------------------
+
+
+def _normalize_index(index: Any) -> tuple[Any, bool]:
+    """Tensors and lists in an index become arrays; also report whether any integer array is
+    present (then repeated indices must each add in backward)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    out, has_int_array = [], False
+    for part in parts:
+        if isinstance(part, Tensor):
+            part = part._data
+        elif isinstance(part, list):
+            part = np.asarray(part)
+        if isinstance(part, np.ndarray):
+            if part.dtype.kind in "iu":
+                has_int_array = True
+            elif part.dtype != np.bool_:
+                raise IndexError(f"getitem: index arrays must be integer or boolean, got {part.dtype}")
+        out.append(part)
+    return tuple(out), has_int_array
+
+
+def getitem(x: Tensor, index: Any) -> Tensor:
+    index, has_int_array = _normalize_index(index)
+    source = x._data
+    try:
+        out = source[index]
+    except IndexError as err:
+        raise IndexError(f"getitem: {err} (tensor of shape {source.shape})") from None
+    shape, dtype = source.shape, source.dtype
+    return Tensor.from_op(out, "getitem", (x,),
+                          lambda g: (IndexGrad(index, g, shape, dtype, has_int_array),))
+
+
+# -- joining and splitting --------------------------------------------------------------------
+
+
+def _check_join(op: str, tensors: Sequence[Tensor], dim: int, same_dim: bool) -> None:
+    if len(tensors) == 0:
+        raise ValueError(f"{op}: expected a non-empty sequence of tensors")
+    shapes = [t.shape for t in tensors]
+    first = shapes[0]
+    for shape in shapes[1:]:
+        comparable = (len(shape) == len(first) and
+                      all(a == b for i, (a, b) in enumerate(zip(shape, first)) if not (same_dim and i == dim)))
+        if not comparable:
+            rule = "all dims except dim " + str(dim) if same_dim else "the same shape"
+            raise ValueError(f"{op}: tensors must match in {rule}, got shapes {shapes}")
+
+
+def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    tensors = list(tensors)
+    _check_join("cat", tensors, dim, same_dim=True)
+    (dim,) = normalize_dims(tensors[0]._data, dim, "cat")
+    out = np.concatenate([t._data for t in tensors], axis=dim)
+    bounds = np.cumsum([t.shape[dim] for t in tensors])[:-1]
+    return Tensor.from_op(out, "cat", tensors, lambda g: tuple(np.split(g, bounds, axis=dim)))
+
+
+def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    tensors = list(tensors)
+    _check_join("stack", tensors, -1, same_dim=False)
+    ndim = tensors[0].ndim + 1
+    if not -ndim <= dim < ndim:
+        raise IndexError(f"stack: dim {dim} is out of range for stacking tensors of shape {tensors[0].shape}")
+    dim %= ndim
+    out = np.stack([t._data for t in tensors], axis=dim)
+    lead = (slice(None),) * dim
+    return Tensor.from_op(out, "stack", tensors,
+                          lambda g: tuple(g[lead + (i,)] for i in range(len(tensors))))
+
+
+def split(x: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) -> list[Tensor]:
+    """PyTorch's split: chunks of one size (the last may be smaller), or a list of sizes."""
+    (dim,) = normalize_dims(x._data, dim, "split")
+    length = x.shape[dim]
+    if isinstance(split_size_or_sections, (int, np.integer)):
+        if split_size_or_sections <= 0:
+            raise ValueError(f"split: split size must be positive, got {split_size_or_sections}")
+        sizes = [min(split_size_or_sections, length - s) for s in range(0, length, split_size_or_sections)]
+    else:
+        sizes = list(split_size_or_sections)
+        if sum(sizes) != length:
+            raise ValueError(f"split: sizes {sizes} sum to {sum(sizes)}, but dim {dim} has size {length}")
+    lead = (slice(None),) * dim
+    starts = np.cumsum([0] + sizes[:-1])
+    return [getitem(x, lead + (slice(int(s), int(s) + n),)) for s, n in zip(starts, sizes)]
+
+
+def chunk(x: Tensor, chunks: int, dim: int = 0) -> list[Tensor]:
+    (dim,) = normalize_dims(x._data, dim, "chunk")
+    size = -(-x.shape[dim] // chunks)
+    return split(x, max(size, 1), dim)
+
+
+def unbind(x: Tensor, dim: int = 0) -> list[Tensor]:
+    """The slices along ``dim``, each without that dim (e.g. the time steps of a sequence)."""
+    (dim,) = normalize_dims(x._data, dim, "unbind")
+    lead = (slice(None),) * dim
+    return [getitem(x, lead + (i,)) for i in range(x.shape[dim])]
