@@ -1,6 +1,6 @@
 """tinygrad_seq: a small numpy autograd framework for seeing and trusting gradients through time."""
 
-from . import ops
+from . import nn, ops
 from .anomaly import AnomalyError, detect_anomaly
 from .autograd import enable_grad, is_grad_enabled, no_grad
 from .creation import (arange, full, manual_seed, ones, ones_like, rand, randn, tensor, zeros,

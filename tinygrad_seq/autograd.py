@@ -28,11 +28,14 @@ from . import provenance
 class _State:
     """Process-wide switches read on every op; one object so the hot path does one lookup."""
 
-    __slots__ = ("grad_enabled", "anomaly")
+    __slots__ = ("grad_enabled", "anomaly", "tap")
 
     def __init__(self) -> None:
         self.grad_enabled = True
         self.anomaly = False
+        # tap(out, op) -> out sees every op's output in creation order and may replace it;
+        # gradcheck replays a function through it to perturb one intermediate at a time.
+        self.tap: Callable[[np.ndarray, str], np.ndarray] | None = None
 
 
 state = _State()

@@ -80,11 +80,11 @@ def scope(label: str | None = None, **fields: object) -> Iterator[Provenance]:
     """
     global current
     outer = current
-    current = (outer or _ROOT).child(label=label, **fields)
+    current = (outer or ROOT).child(label=label, **fields)
     try:
         yield current
     finally:
         current = outer
 
 
-_ROOT = Provenance()
+ROOT = Provenance()  # the empty record scopes start from

@@ -63,6 +63,8 @@ class Tensor:
         """
         if type(out) is not np.ndarray:
             out = np.asarray(out)
+        if state.tap is not None:
+            out = np.asarray(state.tap(out, op))
         out.flags.writeable = False
         result = cls.__new__(cls)
         result._data = out
