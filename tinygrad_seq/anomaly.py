@@ -35,34 +35,40 @@ def _creating_line() -> str | None:
     return f"{frame.f_code.co_filename}:{frame.f_lineno}: {code}"
 
 
-def describe(node: autograd.Node) -> str:
-    where = f" in {node.prov}" if node.prov is not None and str(node.prov) else ""
-    name = f" (tensor '{node.name}')" if node.name else ""
-    line = f"\n  created at {node.source}" if node.source else ""
-    return f"'{node.op or 'leaf'}'{name}{where}, output shape {node.shape}, dtype {node.dtype}{line}"
+def describe(op: str | None, node: autograd.Node | None, shape: tuple, dtype: object) -> str:
+    prov, name = (node.prov, node.name) if node is not None else (autograd.provenance.current, None)
+    where = f" in {prov}" if prov is not None and str(prov) else ""
+    label = f" (tensor '{name}')" if name else ""
+    return f"'{op or 'leaf'}'{label}{where} (output shape {shape}, dtype {dtype})"
+
+
+def _created_at(source: str | None) -> str:
+    return f"\n  created at {source}" if source else ""
 
 
 def _count_bad(array: np.ndarray) -> str:
     return f"{int(np.isnan(array).sum())} nan, {int(np.isinf(array).sum())} inf of {array.size}"
 
 
-def check_forward(node: autograd.Node, out: np.ndarray) -> None:
-    node.source = _creating_line()
+def check_forward(op: str, out: np.ndarray, node: autograd.Node | None) -> None:
+    """Record the creating line on the node; raise if the op's output is not finite."""
+    source = _creating_line()
+    if node is not None:
+        node.source = source
     if out.dtype.kind == "f" and not np.isfinite(out).all():
-        raise AnomalyError(f"forward of {describe(node)} produced non-finite values "
-                           f"({_count_bad(out)})")
+        raise AnomalyError(f"forward of {describe(op, node, out.shape, out.dtype)} produced non-finite "
+                           f"values ({_count_bad(out)}){_created_at(source)}")
 
 
-def _check_gradient(node: autograd.Node, grad: np.ndarray) -> None:
-    if not np.isfinite(grad).all():
-        raise AnomalyError(f"backward: the gradient flowing into {describe(node)} is non-finite "
-                           f"({_count_bad(grad)})")
-
-
-@contextmanager
-def checking_backward() -> Iterator[None]:
-    with autograd.observe_backward(_check_gradient):
-        yield
+def check_backward(node: autograd.Node, parent_grads: tuple) -> None:
+    """Blame the op whose backward *produced* a non-finite gradient, as PyTorch does."""
+    for position, grad in enumerate(parent_grads):
+        if grad is None:
+            continue
+        values = grad.values if isinstance(grad, autograd.IndexGrad) else grad
+        if not np.isfinite(values).all():
+            raise AnomalyError(f"backward of {describe(node.op, node, node.shape, node.dtype)} returned a non-finite gradient for its "
+                               f"input {position} ({_count_bad(np.asarray(values))}){_created_at(node.source)}")
 
 
 @contextmanager

@@ -267,6 +267,9 @@ def run_backward(root: Node, grad: np.ndarray, retain_graph: bool = False) -> No
                 f"{'' if node.prov is None else ' (' + str(node.prov) + ')'} were freed after the "
                 "first backward. Pass retain_graph=True to the first backward() to keep them.")
         parent_grads = backward(g)
+        if state.anomaly:
+            from .anomaly import check_backward
+            check_backward(node, parent_grads)
         if not retain_graph:
             node.backward = _released
         for parent, parent_grad in zip(node.parents, parent_grads):

@@ -74,9 +74,9 @@ class Tensor:
         if state.grad_enabled:
             parents = tuple([getattr(x, "_node", None) for x in inputs])
             if any(parents):
-                node = result._node = Node(backward, parents, op, out.shape, out.dtype)
-                if state.anomaly:
-                    anomaly.check_forward(node, out)
+                result._node = Node(backward, parents, op, out.shape, out.dtype)
+        if state.anomaly:
+            anomaly.check_forward(op, out, result._node)
         return result
 
     @classmethod
@@ -261,11 +261,7 @@ class Tensor:
             if seed.shape != self._data.shape:
                 raise ValueError(f"backward(): gradient has shape {seed.shape}, "
                                  f"expected the tensor's shape {self.shape}")
-        if state.anomaly:
-            with anomaly.checking_backward():
-                run_backward(self._node, seed, retain_graph)
-        else:
-            run_backward(self._node, seed, retain_graph)
+        run_backward(self._node, seed, retain_graph)
 
     # -- display -------------------------------------------------------------------------------
     def __repr__(self) -> str:
