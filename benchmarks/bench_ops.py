@@ -47,7 +47,8 @@ OPS = [
     ("relu", 1, lambda a: a.relu(), lambda anp, a: anp.maximum(a, 0), lambda a: a.relu()),
     ("sum(dim=1)", 1, lambda a: a.sum(1), lambda anp, a: anp.sum(a, 1), lambda a: a.sum(1)),
     ("getitem[:, 2:6]", 1, lambda a: a[:, 2:6], lambda anp, a: a[:, 2:6], lambda a: a[:, 2:6]),
-    ("reshape", 1, lambda a: a.reshape(8, 4), lambda anp, a: anp.reshape(a, (8, 4)), lambda a: a.reshape(8, 4)),
+    ("reshape", 1, lambda a: a.reshape(8, 4), lambda anp, a: anp.reshape(a, (8, 4)),
+     lambda a: a.reshape(8, 4)),
     ("softmax", 1, lambda a: a.softmax(1), None, lambda a: a.softmax(1)),
 ]
 

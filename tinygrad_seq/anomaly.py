@@ -67,8 +67,9 @@ def check_backward(node: autograd.Node, parent_grads: tuple) -> None:
             continue
         values = grad.values if isinstance(grad, autograd.IndexGrad) else grad
         if not np.isfinite(values).all():
-            raise AnomalyError(f"backward of {describe(node.op, node, node.shape, node.dtype)} returned a non-finite gradient for its "
-                               f"input {position} ({_count_bad(np.asarray(values))}){_created_at(node.source)}")
+            what = describe(node.op, node, node.shape, node.dtype)
+            raise AnomalyError(f"backward of {what} returned a non-finite gradient for its input {position} "
+                               f"({_count_bad(np.asarray(values))}){_created_at(node.source)}")
 
 
 @contextmanager

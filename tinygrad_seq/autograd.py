@@ -33,9 +33,10 @@ class _State:
     def __init__(self) -> None:
         self.grad_enabled = True
         self.anomaly = False
-        # tap(out, op) -> out sees every op's output in creation order and may replace it;
+        # tap(out, op, node) -> out sees every op's output in creation order, with the node that
+        # will record it (None if nothing records), and may replace it (same shape and dtype);
         # gradcheck replays a function through it to perturb one intermediate at a time.
-        self.tap: Callable[[np.ndarray, str], np.ndarray] | None = None
+        self.tap: Callable[[np.ndarray, str, Node | None], np.ndarray] | None = None
 
 
 state = _State()
@@ -224,8 +225,8 @@ class _Accumulator:
             self.grads[key] = grad
         elif key in self.owned:
             existing += grad
-        else:
-            self.grads[key] = existing + grad
+        else:  # asarray: with 0-d operands numpy returns a scalar, which += would not update in place
+            self.grads[key] = np.asarray(existing + grad)
             self.owned.add(key)
 
     def pop(self, node: Node) -> np.ndarray | None:
@@ -272,7 +273,7 @@ def run_backward(root: Node, grad: np.ndarray, retain_graph: bool = False) -> No
             check_backward(node, parent_grads)
         if not retain_graph:
             node.backward = _released
-        for parent, parent_grad in zip(node.parents, parent_grads):
+        for parent, parent_grad in zip(node.parents, parent_grads, strict=True):
             if parent is not None and parent_grad is not None:
                 accumulator.add(parent, parent_grad)
 

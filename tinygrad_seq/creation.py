@@ -37,11 +37,13 @@ def _made(array: np.ndarray, requires_grad: bool, name: str | None) -> Tensor:
     return out.requires_grad_(True) if requires_grad else out
 
 
-def zeros(*shape: Any, dtype: Any = DEFAULT_DTYPE, requires_grad: bool = False, name: str | None = None) -> Tensor:
+def zeros(*shape: Any, dtype: Any = DEFAULT_DTYPE, requires_grad: bool = False,
+          name: str | None = None) -> Tensor:
     return _made(np.zeros(_shape(shape), dtype), requires_grad, name)
 
 
-def ones(*shape: Any, dtype: Any = DEFAULT_DTYPE, requires_grad: bool = False, name: str | None = None) -> Tensor:
+def ones(*shape: Any, dtype: Any = DEFAULT_DTYPE, requires_grad: bool = False,
+         name: str | None = None) -> Tensor:
     return _made(np.ones(_shape(shape), dtype), requires_grad, name)
 
 
@@ -62,9 +64,11 @@ def arange(*args: Any, dtype: Any = None) -> Tensor:
     return Tensor.constant(np.arange(*args, dtype=dtype))
 
 
-def randn(*shape: Any, dtype: Any = DEFAULT_DTYPE, requires_grad: bool = False, name: str | None = None) -> Tensor:
+def randn(*shape: Any, dtype: Any = DEFAULT_DTYPE, requires_grad: bool = False,
+          name: str | None = None) -> Tensor:
     return _made(_generator.standard_normal(_shape(shape)).astype(dtype), requires_grad, name)
 
 
-def rand(*shape: Any, dtype: Any = DEFAULT_DTYPE, requires_grad: bool = False, name: str | None = None) -> Tensor:
+def rand(*shape: Any, dtype: Any = DEFAULT_DTYPE, requires_grad: bool = False,
+         name: str | None = None) -> Tensor:
     return _made(_generator.random(_shape(shape)).astype(dtype), requires_grad, name)

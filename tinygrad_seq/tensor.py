@@ -27,9 +27,12 @@ def _to_array(data: Any, dtype: Any = None) -> np.ndarray:
     """Copy ``data`` into a fresh array; Python floats become float32, as in PyTorch."""
     if isinstance(data, Tensor):
         data = data._data
+    try:
+        array = np.array(data, dtype=dtype)
+    except ValueError as err:  # ragged nesting, or text that is not a number
+        raise ValueError(f"cannot make a Tensor from {type(data).__name__}: {err}") from None
     if dtype is not None:
-        return np.array(data, dtype=dtype)
-    array = np.array(data)
+        return array
     if array.dtype == np.float64 and not isinstance(data, (np.ndarray, np.generic)):
         array = array.astype(np.float32)
     if array.dtype == object:
@@ -63,20 +66,21 @@ class Tensor:
         """
         if type(out) is not np.ndarray:
             out = np.asarray(out)
-        if state.tap is not None:
-            out = np.asarray(state.tap(out, op))
-        out.flags.writeable = False
-        result = cls.__new__(cls)
-        result._data = out
-        result.grad = None
-        result._name = None
-        result._node = None
+        node = None
         if state.grad_enabled:
             parents = tuple([getattr(x, "_node", None) for x in inputs])
             if any(parents):
-                result._node = Node(backward, parents, op, out.shape, out.dtype)
+                node = Node(backward, parents, op, out.shape, out.dtype)
+        if state.tap is not None:
+            out = np.asarray(state.tap(out, op, node))
+        out.flags.writeable = False
+        result = cls.__new__(cls)
+        result._data = out
+        result._node = node
+        result.grad = None
+        result._name = None
         if state.anomaly:
-            anomaly.check_forward(op, out, result._node)
+            anomaly.check_forward(op, out, node)
         return result
 
     @classmethod
@@ -256,8 +260,9 @@ class Tensor:
                                    "gradient of that shape: only a scalar's gradient is implicitly 1")
             seed = np.ones_like(self._data)
         else:
-            seed = np.asarray(gradient._data if isinstance(gradient, Tensor) else gradient,
-                              dtype=self._data.dtype)
+            # a copy: .grad arrays are frozen read-only, and that must not freeze the caller's array
+            seed = np.array(gradient._data if isinstance(gradient, Tensor) else gradient,
+                            dtype=self._data.dtype)
             if seed.shape != self._data.shape:
                 raise ValueError(f"backward(): gradient has shape {seed.shape}, "
                                  f"expected the tensor's shape {self.shape}")

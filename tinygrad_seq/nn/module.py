@@ -48,7 +48,8 @@ class Module:
     # -- registration -------------------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
-            raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
+            raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning "
+                                 "attributes")
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
         if isinstance(value, Parameter):
@@ -87,7 +88,8 @@ class Module:
                 continue
             seen.add(id(module))
             yield path, module
-            children = [(f"{path}.{name}" if path else name, child) for name, child in module._modules.items()]
+            children = [(f"{path}.{name}" if path else name, child)
+                        for name, child in module._modules.items()]
             stack.extend(reversed(children))
 
     def modules(self) -> Iterator[Module]:

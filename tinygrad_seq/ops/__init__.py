@@ -9,12 +9,52 @@ from __future__ import annotations
 from typing import Any
 
 from ..tensor import Tensor
-from .elementwise import (abs, add, cast, clip, div, eq, exp, ge, gt, le, log, lt, maximum, minimum, mul,
-                          ne, neg, pow, relu, sigmoid, sqrt, sub, tanh, where)
+from .elementwise import (
+    abs,
+    add,
+    cast,
+    clip,
+    div,
+    eq,
+    exp,
+    ge,
+    gt,
+    le,
+    log,
+    lt,
+    maximum,
+    minimum,
+    mul,
+    ne,
+    neg,
+    pow,
+    relu,
+    sigmoid,
+    sqrt,
+    sub,
+    tanh,
+    where,
+)
 from .linalg import matmul
 from .reduce import argmax, argmin, log_softmax, logsumexp, max, mean, min, softmax, sum
-from .shape import (T, broadcast_to, cat, chunk, expand, flatten, getitem, permute, reshape, split,
-                    squeeze, stack, transpose, unbind, unsqueeze, view)
+from .shape import (
+    T,
+    broadcast_to,
+    cat,
+    chunk,
+    expand,
+    flatten,
+    getitem,
+    permute,
+    reshape,
+    split,
+    squeeze,
+    stack,
+    transpose,
+    unbind,
+    unsqueeze,
+    view,
+)
 
 concatenate = cat
 

@@ -19,9 +19,9 @@ def data_of(x: Any) -> Any:
     """The array behind a Tensor; Python scalars stay Python scalars (numpy's weak typing)."""
     if isinstance(x, Tensor):
         return x._data
-    if isinstance(x, (int, float, bool, np.ndarray, np.generic)):
+    if isinstance(x, (int, float, bool, np.generic)):
         return x
-    return np.asarray(x)
+    return np.array(x)  # a copy: backward may use it after the caller has mutated their array
 
 
 def kept_for(tensor: Any, array: Any) -> Any:
@@ -84,10 +84,10 @@ def pow(a: Any, b: Any) -> Tensor:  # noqa: A001 - the operator's name
 
     def backward(g: np.ndarray) -> tuple:
         grad_a = grad_b = None
-        if x_for_a is not None:  # d/dx x^y = y x^(y-1), and exactly 0 where y == 0
-            grad_a = np.where(y == 0, 0.0, g * (y * np.power(x_for_a, y - 1)))
-        if x_for_b is not None:  # d/dy x^y = x^y log x, taken as 0 at x == 0 (y >= 0)
-            with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):  # where() discards the inf/nan entries
+            if x_for_a is not None:  # d/dx x^y = y x^(y-1), and exactly 0 where y == 0
+                grad_a = np.where(y == 0, 0.0, g * (y * np.power(x_for_a, y - 1)))
+            if x_for_b is not None:  # d/dy x^y = x^y log x, taken as 0 at x == 0 (y >= 0)
                 grad_b = np.where((x_for_b == 0) & (y >= 0), 0.0, g * (out * np.log(x_for_b)))
         return grad_a, grad_b
 

@@ -17,25 +17,31 @@ def _swap_last(m: np.ndarray) -> np.ndarray:
 def matmul(a: Any, b: Any) -> Tensor:
     x, y = np.asarray(data_of(a)), np.asarray(data_of(b))
     if x.ndim == 0 or y.ndim == 0:
-        raise ValueError(f"matmul: both operands need at least 1 dimension, got shapes {x.shape} and {y.shape}")
+        raise ValueError(f"matmul: both operands need at least 1 dimension, got shapes {x.shape} "
+                         f"and {y.shape}")
     try:
         out = x @ y
     except ValueError:
+        inner = y.shape[0] if y.ndim == 1 else y.shape[-2]
+        if x.shape[-1] == inner:  # the contraction fits, so the batch dims are what clash
+            raise ValueError(f"matmul: the batch dims of shapes {x.shape} and {y.shape} "
+                             "do not broadcast together") from None
         raise ValueError(f"matmul: shapes {x.shape} and {y.shape} are not aligned: the last dimension of "
                          f"the first ({x.shape[-1]}) must equal the "
                          f"{'only' if y.ndim == 1 else 'second-to-last'} dimension of the second "
-                         f"({y.shape[0] if y.ndim == 1 else y.shape[-2]})") from None
+                         f"({inner})") from None
     y_for_a, x_for_b = kept_for(a, y), kept_for(b, x)
 
     def backward(g: np.ndarray) -> tuple:
-        # Treat 1-D operands as a row (first) or column (second) matrix, as numpy does.
-        if x.ndim == 1:
-            g = np.expand_dims(g, -2)
+        # Treat 1-D operands as a row (first) or column (second) matrix, as numpy does; the column's
+        # axis goes in first so that a 0-d g (1-D @ 1-D) becomes (1, 1).
         if y.ndim == 1:
             g = np.expand_dims(g, -1)
+        if x.ndim == 1:
+            g = np.expand_dims(g, -2)
         grad_a = grad_b = None
         if y_for_a is not None:
-            grad_a = g @ _swap_last(y_for_a if y.ndim > 1 else y_for_a[None, :])
+            grad_a = g @ _swap_last(y_for_a if y.ndim > 1 else y_for_a[:, None])
             if x.ndim == 1:
                 grad_a = grad_a[..., 0, :]
         if x_for_b is not None:

@@ -26,12 +26,20 @@ def normalize_dims(x: np.ndarray, dim: Any, op: str) -> tuple[int, ...] | None:
     return tuple(out)
 
 
+def _reduced_dims(x: np.ndarray, dim: Any, op: str) -> tuple[int, ...] | None:
+    """``normalize_dims``, refusing a dim named twice (numpy's own error would not name the op)."""
+    dims = normalize_dims(x, dim, op)
+    if dims is not None and len(set(dims)) != len(dims):
+        raise ValueError(f"{op}: dims {tuple(dim)} name the same dim twice (tensor of shape {x.shape})")
+    return dims
+
+
 def _resolve(x: np.ndarray, dim: Any, keepdim: bool, axis: Any, keepdims: Any, op: str):
     if axis is not None:
         dim = axis
     if keepdims is not None:
         keepdim = keepdims
-    return normalize_dims(x, dim, op), bool(keepdim)
+    return _reduced_dims(x, dim, op), bool(keepdim)
 
 
 def _restore_dims(g: np.ndarray, dims: tuple[int, ...] | None, keepdim: bool) -> np.ndarray:
@@ -88,12 +96,18 @@ def min(x: Tensor, dim: Dims = None, keepdim: bool = False, *, axis: Dims = None
     return _extreme(x, dim, keepdim, axis, keepdims, "min")
 
 
+def _position_of_extreme(x: Tensor, dim: int | None, keepdim: bool, op: str) -> Tensor:
+    axis = None if dim is None else normalize_dims(x._data, dim, op)[0]
+    find = np.argmax if op == "argmax" else np.argmin
+    return Tensor.constant(np.asarray(find(x._data, axis=axis, keepdims=keepdim)))
+
+
 def argmax(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
-    return Tensor.constant(np.asarray(np.argmax(x._data, axis=dim, keepdims=keepdim)))
+    return _position_of_extreme(x, dim, keepdim, "argmax")
 
 
 def argmin(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
-    return Tensor.constant(np.asarray(np.argmin(x._data, axis=dim, keepdims=keepdim)))
+    return _position_of_extreme(x, dim, keepdim, "argmin")
 
 
 # -- softmax family: one dim, stable for inputs of any magnitude ------------------------------
@@ -109,10 +123,11 @@ def _peak(x: np.ndarray, dims: Any) -> np.ndarray:
 
 
 def logsumexp(x: Tensor, dim: Dims = -1, keepdim: bool = False) -> Tensor:
-    dims = normalize_dims(x._data, dim, "logsumexp")
+    dims = _reduced_dims(x._data, dim, "logsumexp")
     data = x._data
     peak = _peak(data, dims)
-    kept = np.log(np.exp(data - peak).sum(axis=dims, keepdims=True)) + peak
+    with np.errstate(divide="ignore"):  # an all -inf slice sums to 0: log gives the right -inf
+        kept = np.log(np.exp(data - peak).sum(axis=dims, keepdims=True)) + peak
     out = kept if keepdim else (kept.reshape(()) if dims is None else np.squeeze(kept, dims))
     return Tensor.from_op(out, "logsumexp", (x,),
                           lambda g: (_restore_dims(g, dims, keepdim) * np.exp(data - kept),))

@@ -109,8 +109,8 @@ def _normalize_index(index: Any) -> tuple[Any, bool]:
     for part in parts:
         if isinstance(part, Tensor):
             part = part._data
-        elif isinstance(part, list):
-            part = np.asarray(part)
+        elif isinstance(part, (list, np.ndarray)):
+            part = np.array(part)  # our own copy: the caller may mutate theirs before backward
         if isinstance(part, np.ndarray):
             if part.dtype.kind in "iu":
                 has_int_array = True
@@ -141,8 +141,8 @@ def _check_join(op: str, tensors: Sequence[Tensor], dim: int, same_dim: bool) ->
     shapes = [t.shape for t in tensors]
     first = shapes[0]
     for shape in shapes[1:]:
-        comparable = (len(shape) == len(first) and
-                      all(a == b for i, (a, b) in enumerate(zip(shape, first)) if not (same_dim and i == dim)))
+        comparable = len(shape) == len(first) and all(
+            a == b for i, (a, b) in enumerate(zip(shape, first, strict=True)) if not (same_dim and i == dim))
         if not comparable:
             rule = "all dims except dim " + str(dim) if same_dim else "the same shape"
             raise ValueError(f"{op}: tensors must match in {rule}, got shapes {shapes}")
@@ -150,8 +150,9 @@ def _check_join(op: str, tensors: Sequence[Tensor], dim: int, same_dim: bool) ->
 
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     tensors = list(tensors)
+    if tensors:  # normalize first: the shape check skips dim by its non-negative position
+        (dim,) = normalize_dims(tensors[0]._data, dim, "cat")
     _check_join("cat", tensors, dim, same_dim=True)
-    (dim,) = normalize_dims(tensors[0]._data, dim, "cat")
     out = np.concatenate([t._data for t in tensors], axis=dim)
     bounds = np.cumsum([t.shape[dim] for t in tensors])[:-1]
     return Tensor.from_op(out, "cat", tensors, lambda g: tuple(np.split(g, bounds, axis=dim)))
@@ -184,7 +185,7 @@ def split(x: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) 
             raise ValueError(f"split: sizes {sizes} sum to {sum(sizes)}, but dim {dim} has size {length}")
     lead = (slice(None),) * dim
     starts = np.cumsum([0] + sizes[:-1])
-    return [getitem(x, lead + (slice(int(s), int(s) + n),)) for s, n in zip(starts, sizes)]
+    return [getitem(x, lead + (slice(int(s), int(s) + n),)) for s, n in zip(starts, sizes, strict=True)]
 
 
 def chunk(x: Tensor, chunks: int, dim: int = 0) -> list[Tensor]:
