@@ -40,6 +40,12 @@ class Provenance:
             values[name] = value
         return Provenance(**values)
 
+    def at(self, step: int | None = None, gate: str | None = None) -> Provenance:
+        """``child(step=..., gate=...)`` without the generic field handling, for per-step loops
+        (an RNN layer makes several records per time step). None keeps the inherited value."""
+        return Provenance(self.module, self.layer, self.direction, self.step if step is None else step,
+                          self.gate if gate is None else gate, self.label)
+
     def as_dict(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in _FIELDS if getattr(self, name) is not None}
 

@@ -1,0 +1,142 @@
+"""Bad input fails early with the op's name, the shapes involved and what was expected."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+import tinygrad_seq as ts
+
+A = ts.Tensor(np.ones((2, 3)))  # the tensor most cases misuse
+B = ts.Tensor(np.ones(4))
+
+
+def _raises(error: type[Exception], call: Callable[[], object], *fragments: str) -> None:
+    """``call()`` raises ``error`` whose message contains every fragment (literally)."""
+    with pytest.raises(error) as caught:
+        call()
+    message = str(caught.value)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} missing from: {message}"
+
+
+# -- shape mismatches: ValueError naming the op and both shapes ---------------------------------------
+
+
+@pytest.mark.parametrize("op, call", [
+    ("add", lambda: A + B), ("sub", lambda: A - B), ("mul", lambda: A * B), ("div", lambda: A / B),
+    ("pow", lambda: A ** B), ("maximum", lambda: ts.maximum(A, B)), ("minimum", lambda: ts.minimum(B, A)),
+    ("eq", lambda: A == B),
+])
+def test_elementwise_broadcast_mismatch(op: str, call: Callable) -> None:
+    shapes = ("(4,)", "(2, 3)") if op == "minimum" else ("(2, 3)", "(4,)")
+    _raises(ValueError, call, f"{op}:", f"shapes {shapes[0]} and {shapes[1]} do not broadcast")
+
+
+@pytest.mark.parametrize("call, fragments", [
+    (lambda: A @ A, ["matmul:", "(2, 3) and (2, 3)", "last dimension of the first (3)",
+                     "second-to-last dimension of the second (2)"]),
+    (lambda: A @ B, ["matmul:", "(2, 3) and (4,)", "only dimension of the second (4)"]),
+    (lambda: ts.Tensor(np.ones((2, 2, 3))) @ ts.Tensor(np.ones((3, 3, 4))),
+     ["matmul:", "batch dims", "(2, 2, 3) and (3, 3, 4)"]),
+    (lambda: A @ ts.Tensor(2.0), ["matmul:", "at least 1 dimension", "(2, 3) and ()"]),
+])
+def test_matmul_mismatch(call: Callable, fragments: list[str]) -> None:
+    _raises(ValueError, call, *fragments)
+
+
+@pytest.mark.parametrize("call, fragments", [
+    (lambda: ts.cat([A, ts.Tensor(np.ones((3, 4)))], dim=0), ["cat:", "except dim 0", "[(2, 3), (3, 4)]"]),
+    (lambda: ts.cat([A, ts.Tensor(np.ones((3, 3)))], dim=-1), ["cat:", "except dim 1", "[(2, 3), (3, 3)]"]),
+    (lambda: ts.cat([A, ts.Tensor(np.ones((2, 3, 1)))]), ["cat:", "[(2, 3), (2, 3, 1)]"]),
+    (lambda: ts.cat([]), ["cat:", "non-empty"]),
+    (lambda: ts.stack([A, A.T]), ["stack:", "same shape", "[(2, 3), (3, 2)]"]),
+    (lambda: ts.where(ts.Tensor(np.ones(5, bool)), A, 0.0), ["where:", "(5,), (2, 3) and ()"]),
+    (lambda: A.reshape(4, 2), ["reshape:", "shape (2, 3)", "6 elements", "(4, 2)"]),
+    (lambda: A.view(-1, 4), ["reshape:", "shape (2, 3)", "(-1, 4)"]),
+    (lambda: A.expand(4, 3), ["expand:", "shape (2, 3)", "(4, 3)"]),
+    (lambda: A.broadcast_to((3, 3)), ["expand:", "shape (2, 3)", "(3, 3)"]),
+    (lambda: A.split([1, 1], 1), ["split:", "[1, 1] sum to 2", "dim 1 has size 3"]),
+    (lambda: A.split(0), ["split:", "positive", "0"]),
+    (lambda: A.permute(0, 0), ["permute:", "(0, 0)", "shape (2, 3)"]),
+    (lambda: A.sum((0, -2)), ["sum:", "(0, -2)", "twice", "shape (2, 3)"]),
+    (lambda: A.logsumexp((1, 1)), ["logsumexp:", "twice", "shape (2, 3)"]),
+    (lambda: A.clip(), ["clip:", "min and max"]),
+    (lambda: ts.Tensor(np.ones((0, 2))).max(), ["max:", "empty", "(0, 2)"]),
+    (lambda: ts.Tensor([[1.0, 2.0], [3.0]]), ["cannot make a Tensor from list", "inhomogeneous"]),
+])
+def test_structural_mismatch(call: Callable, fragments: list[str]) -> None:
+    _raises(ValueError, call, *fragments)
+
+
+def test_where_needs_a_boolean_condition() -> None:
+    _raises(TypeError, lambda: ts.where(A, A, A), "where:", "boolean", "float64")
+
+
+# -- out-of-range dims: IndexError naming the op, the dim and the shape ------------------------------
+
+
+@pytest.mark.parametrize("op, call, dim", [
+    ("sum", lambda: A.sum(2), 2), ("sum", lambda: A.sum((0, -3)), -3), ("mean", lambda: A.mean(5), 5),
+    ("max", lambda: A.max(2), 2), ("min", lambda: A.min(-3), -3), ("argmax", lambda: A.argmax(2), 2),
+    ("argmin", lambda: A.argmin(-3), -3), ("logsumexp", lambda: A.logsumexp(3), 3),
+    ("softmax", lambda: A.softmax(2), 2), ("log_softmax", lambda: A.log_softmax(-3), -3),
+    ("transpose", lambda: A.transpose(0, 2), 2), ("permute", lambda: A.permute(0, 2), 2),
+    ("squeeze", lambda: A.squeeze(2), 2), ("unsqueeze", lambda: A.unsqueeze(4), 4),
+    ("flatten", lambda: A.flatten(0, 5), 5), ("cat", lambda: ts.cat([A, A], dim=2), 2),
+    ("split", lambda: A.split(1, 2), 2), ("chunk", lambda: A.chunk(2, -3), -3),
+    ("unbind", lambda: A.unbind(2), 2),
+])
+def test_dim_out_of_range(op: str, call: Callable, dim: int) -> None:
+    _raises(IndexError, call, f"{op}:", f"dim {dim} is out of range", "(2, 3)")
+
+
+def test_stack_dim_out_of_range() -> None:
+    _raises(IndexError, lambda: ts.stack([A, A], dim=3), "stack:", "dim 3 is out of range", "(2, 3)")
+
+
+# -- indexing and conversions -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("index, fragment", [
+    (5, "index 5 is out of bounds"), ((0, -4), "index -4 is out of bounds"),
+    ([0, 2], "index 2 is out of bounds"), ((0, 0, 0), "too many indices"),
+    (np.ones(3, bool), "boolean index did not match"),
+])
+def test_getitem_out_of_bounds_names_the_shape(index: object, fragment: str) -> None:
+    _raises(IndexError, lambda: A[index], "getitem:", fragment, "shape (2, 3)")
+
+
+def test_getitem_rejects_float_index_arrays() -> None:
+    _raises(IndexError, lambda: A[np.array([0.5])], "getitem:", "integer or boolean", "float64")
+
+
+def test_item_of_a_multi_element_tensor() -> None:
+    _raises(ValueError, A.item, "item()", "one element", "shape (2, 3)")
+    _raises(ValueError, lambda: bool(A), "ambiguous", "(2, 3)")
+
+
+@pytest.mark.parametrize("data", [[1, 2], np.array([True]), np.arange(2, dtype=np.uint8)])
+def test_integer_tensors_cannot_require_grad(data: object) -> None:
+    _raises(TypeError, lambda: ts.Tensor(data, requires_grad=True), "floating-point", "require grad")
+    _raises(TypeError, lambda: ts.tensor(data).requires_grad_(), "floating-point")
+
+
+def test_non_numeric_data_is_refused() -> None:
+    _raises(TypeError, lambda: ts.Tensor([object()]), "cannot make a Tensor from list", "not a numeric")
+
+
+# -- in-place mutation of what the graph saved ---------------------------------------------------------
+
+
+def test_in_place_writes_to_saved_arrays_are_refused() -> None:
+    x = ts.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = x.tanh()  # tanh saves y's array for backward
+    for writable_looking in (x.data, x.numpy(), y.data, y.numpy()):
+        with pytest.raises(ValueError, match=re.escape("read-only")):
+            writable_looking[0] = 1.0
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.data, 1 - np.tanh([1.0, 2.0]) ** 2, rtol=1e-15)

@@ -1,0 +1,454 @@
+"""Recurrent cells (RNNCell, LSTMCell, GRUCell) and layers (RNN, LSTM, GRU), PyTorch-compatible.
+
+Parameter names, shapes, registration order, gate order and initialisation are PyTorch's, so a
+PyTorch state_dict converted to numpy loads and gives the same numbers. Everything is composed
+from Tensor ops, with no hand-written backward: BPTT is the engine walking the unrolled graph.
+
+Speed: on small shapes the per-step Python work is the cost, so a layer projects the inputs of
+all time steps with one matmul per layer and direction before its loop, then per step does one
+matmul for all gates (h @ W_hh^T), one sigmoid over the full gate block, and slices.
+
+Provenance: every op records its layer, direction (0 forward, 1 reverse) and time step; the ops
+that make one gate's value also record the gate (a name from ``LSTM_GATES`` / ``GRU_GATES``).
+Full-width ops (the pre-activation sum, the shared sigmoid) and the state updates carry the step
+but no gate.
+
+Variable lengths: ``lengths=`` gives PyTorch's packed-sequence results on a padded batch. Each
+step updates the state only where ``t < length`` (``where``), so the forward direction freezes a
+sequence's state after its last step and the reverse direction starts at its last valid element.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+
+from .. import provenance
+from ..ops.elementwise import relu, tanh, where
+from ..ops.shape import cat, stack
+from ..tensor import Tensor
+from . import init
+from .layers import check_probability, check_size, dropout
+from .module import Module, Parameter
+from .utils.rnn import check_lengths, length_mask
+
+LSTM_GATES = ("i", "f", "g", "o")
+"""LSTM gate order: rows [k*H:(k+1)*H] of weight_ih / weight_hh / the biases belong to gate k
+(input, forget, cell candidate, output), as in PyTorch."""
+
+GRU_GATES = ("r", "z", "n")
+"""GRU gate order: reset, update, new (candidate), as in PyTorch."""
+
+NONLINEARITIES = {"tanh": tanh, "relu": relu}
+"""The activations an Elman RNN accepts (``nonlinearity=``)."""
+
+State = tuple[Tensor, ...]  # (h,) for RNN and GRU, (h, c) for LSTM
+
+
+# -- one time step, shared by the cells and the layers (mixed into both) -------------------------
+
+
+def _project(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor:
+    """x W_ih^T + b_ih, plus b_hh when it can be added before the recurrence (RNN, LSTM)."""
+    out = x @ w_ih.T
+    if b_ih is None:
+        return out
+    return out + (b_ih if b_hh is None else b_ih + b_hh)
+
+
+class _ElmanMath:
+    """What RNN and RNNCell share: one gate block, state (h,), both biases folded into x_proj."""
+
+    _gate_count, _state_count, _folds_hidden_bias = 1, 1, True
+    nonlinearity: str
+
+    def _step(self, x_proj: Tensor, state: State, w_hh_t: Tensor, b_hh: Tensor | None,
+              here: provenance.Provenance) -> State:
+        return (NONLINEARITIES[self.nonlinearity](x_proj + state[0] @ w_hh_t),)
+
+
+class _LSTMMath:
+    """What LSTM and LSTMCell share: four gate blocks, state (h, c), both biases folded."""
+
+    _gate_count, _state_count, _folds_hidden_bias = 4, 2, True
+
+    def _step(self, x_proj: Tensor, state: State, w_hh_t: Tensor, b_hh: Tensor | None,
+              here: provenance.Provenance) -> State:
+        h, c = state
+        size = h.shape[-1]
+        gates = x_proj + h @ w_hh_t
+        squashed = gates.sigmoid()  # i, f, o: one op over the block beats three (g's quarter goes unused)
+        provenance.current = here.at(gate="i")
+        i = squashed[:, :size]
+        provenance.current = here.at(gate="f")
+        f = squashed[:, size:2 * size]
+        provenance.current = here.at(gate="g")
+        g = gates[:, 2 * size:3 * size].tanh()
+        provenance.current = here.at(gate="o")
+        o = squashed[:, 3 * size:]
+        provenance.current = here
+        c = f * c + i * g
+        return o * c.tanh(), c
+
+
+class _GRUMath:
+    """What GRU and GRUCell share: three gate blocks, state (h,), b_hh added per step (r scales
+    W_hn h + b_hn, so b_hn cannot be folded into the input projection)."""
+
+    _gate_count, _state_count, _folds_hidden_bias = 3, 1, False
+
+    def _step(self, x_proj: Tensor, state: State, w_hh_t: Tensor, b_hh: Tensor | None,
+              here: provenance.Provenance) -> State:
+        (h,) = state
+        size = h.shape[-1]
+        h_proj = h @ w_hh_t if b_hh is None else h @ w_hh_t + b_hh
+        squashed = (x_proj + h_proj).sigmoid()  # r, z (n's third goes unused)
+        provenance.current = here.at(gate="r")
+        r = squashed[:, :size]
+        provenance.current = here.at(gate="z")
+        z = squashed[:, size:2 * size]
+        provenance.current = here.at(gate="n")
+        n = (x_proj[:, 2 * size:] + r * h_proj[:, 2 * size:]).tanh()
+        provenance.current = here
+        return (n + z * (h - n),)
+
+
+# -- argument checks shared by cells and layers ----------------------------------------------------
+
+
+def _check_input(input: Any, ranks: tuple[int, int], input_size: int, owner: str) -> Tensor:
+    """``input`` must be a Tensor of rank ranks[0] (unbatched) or ranks[1] (batched) ending in
+    ``input_size`` features."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{owner} expected a Tensor input, got {type(input).__name__}")
+    if input.ndim not in ranks:
+        raise ValueError(f"{owner} expected input of {ranks[0]} dims (unbatched) or {ranks[1]} dims "
+                         f"(batched), got shape {input.shape}")
+    if input.shape[-1] != input_size:
+        raise ValueError(f"{owner} expected input of size {input_size} in the last dimension, "
+                         f"got {input.shape[-1]}")
+    return input
+
+
+def _unpack_state(hx: Any, count: int, names: tuple[str, str], expected: tuple, layout: str,
+                  owner: str) -> State | None:
+    """The initial state as a tuple of ``count`` tensors of shape ``expected`` (None if not given);
+    LSTMs take a pair (h, c), the others one tensor. ``layout`` explains ``expected`` in errors."""
+    if hx is None:
+        return None
+    if count == 2:
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise TypeError(f"{owner} expected the state as a pair ({names[0]}, {names[1]}), "
+                            f"got {type(hx).__name__}")
+        state = tuple(hx)
+    else:
+        state = (hx,)
+    for name, tensor in zip(names[:count], state, strict=True):
+        if not isinstance(tensor, Tensor):
+            raise TypeError(f"{owner} expected {name} to be a Tensor, got {type(tensor).__name__}")
+        if tensor.shape != expected:
+            raise ValueError(f"{owner} expected {name} of shape {expected} {layout}, got {tensor.shape}")
+    return state
+
+
+def _zeros(shape: tuple, *like: Tensor) -> Tensor:
+    return Tensor.constant(np.zeros(shape, np.result_type(*(t.dtype for t in like))))
+
+
+def _uniform_parameter(shape: tuple, bound: float) -> Parameter:
+    return init.uniform_(Parameter(np.empty(shape, np.float32)), -bound, bound)
+
+
+# -- cells ------------------------------------------------------------------------------------------
+
+
+class _CellBase(Module):
+    """One time step: weight_ih (G*H, I), weight_hh (G*H, H), bias_ih and bias_hh (G*H,), all
+    initialised U(-1/sqrt(H), 1/sqrt(H)) as in PyTorch (G gate blocks of H rows each)."""
+
+    _gate_count: int
+    _state_count: int
+    _folds_hidden_bias: bool
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        self.input_size = check_size(input_size, "input_size", owner, minimum=1)
+        self.hidden_size = check_size(hidden_size, "hidden_size", owner, minimum=1)
+        self.bias = bool(bias)
+        rows, bound = self._gate_count * self.hidden_size, 1.0 / math.sqrt(self.hidden_size)
+        self.weight_ih = _uniform_parameter((rows, self.input_size), bound)
+        self.weight_hh = _uniform_parameter((rows, self.hidden_size), bound)
+        for name in ("bias_ih", "bias_hh"):
+            self.register_parameter(name, _uniform_parameter((rows,), bound) if bias else None)
+
+    def forward(self, input: Tensor, hx: Any = None) -> Any:
+        owner = type(self).__name__
+        x = _check_input(input, (1, 2), self.input_size, owner)
+        unbatched = x.ndim == 1
+        if unbatched:
+            x = x.unsqueeze(0)
+        expected = (self.hidden_size,) if unbatched else (x.shape[0], self.hidden_size)
+        state = _unpack_state(hx, self._state_count, ("hx", "cx"), expected,
+                              "(hidden_size,) for unbatched input" if unbatched else "(batch, hidden_size)",
+                              owner)
+        if state is None:
+            state = (_zeros((x.shape[0], self.hidden_size), x, self.weight_ih),) * self._state_count
+        elif unbatched:
+            state = tuple(s.unsqueeze(0) for s in state)
+        fold = self._folds_hidden_bias
+        x_proj = _project(x, self.weight_ih, self.bias_ih, self.bias_hh if fold else None)
+        state = self._step(x_proj, state, self.weight_hh.T, None if fold else self.bias_hh,
+                           provenance.current or provenance.ROOT)
+        if unbatched:
+            state = tuple(s.squeeze(0) for s in state)
+        return state if self._state_count == 2 else state[0]
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
+
+
+class RNNCell(_ElmanMath, _CellBase):
+    """Elman cell: h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh), act = tanh or relu.
+
+    ``cell(x, h=None) -> h'``; x is (B, input_size) or unbatched (input_size,), h (B, H) or (H,)
+    (zeros if omitted).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 nonlinearity: str = "tanh") -> None:
+        if nonlinearity not in NONLINEARITIES:
+            raise ValueError(f"RNNCell: unknown nonlinearity {nonlinearity!r}; expected 'tanh' or 'relu'")
+        super().__init__(input_size, hidden_size, bias)
+        self.nonlinearity = nonlinearity
+
+    def extra_repr(self) -> str:
+        activation = "" if self.nonlinearity == "tanh" else f", nonlinearity={self.nonlinearity}"
+        return super().extra_repr() + activation
+
+
+class LSTMCell(_LSTMMath, _CellBase):
+    """LSTM cell, gates in ``LSTM_GATES`` order (i, f, g, o):
+
+        i  = sigmoid(x W_ii^T + b_ii + h W_hi^T + b_hi)
+        f  = sigmoid(x W_if^T + b_if + h W_hf^T + b_hf)
+        g  = tanh(x W_ig^T + b_ig + h W_hg^T + b_hg)
+        o  = sigmoid(x W_io^T + b_io + h W_ho^T + b_ho)
+        c' = f * c + i * g
+        h' = o * tanh(c')
+
+    ``cell(x, (h, c)=None) -> (h', c')``; shapes as RNNCell's.
+    """
+
+
+class GRUCell(_GRUMath, _CellBase):
+    """GRU cell, gates in ``GRU_GATES`` order (r, z, n):
+
+        r  = sigmoid(x W_ir^T + b_ir + h W_hr^T + b_hr)
+        z  = sigmoid(x W_iz^T + b_iz + h W_hz^T + b_hz)
+        n  = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn))
+        h' = (1 - z) * n + z * h
+
+    ``cell(x, h=None) -> h'``; shapes as RNNCell's.
+    """
+
+
+# -- layers -----------------------------------------------------------------------------------------
+
+
+class _RNNBase(Module):
+    """A stack of ``num_layers`` recurrent layers, each optionally bidirectional.
+
+    Parameters per layer k and direction, registered in PyTorch's order: weight_ih_l{k},
+    weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k}, then the same with suffix ``_reverse``.
+    Layer 0 reads ``input_size`` features, later layers the ``num_directions * hidden_size``
+    outputs of the layer below (with ``dropout`` applied between layers while training).
+
+    ``forward(input, hx=None, lengths=None)``: input (T, B, input_size), (B, T, input_size) with
+    ``batch_first``, or unbatched (T, input_size). The state is (num_layers * num_directions, B, H),
+    never batch-first ((layers * directions, H) when unbatched); zeros if omitted. Returns
+    ``output`` (T, B, num_directions * H) (batch-first if asked) and the final state. ``lengths``
+    (one per sequence, any order, 1..T) makes the result equal PyTorch's
+    pack_padded_sequence(enforce_sorted=False) -> layer -> pad_packed_sequence(total_length=T):
+    outputs past a sequence's length are zero and its final state comes from its own last step.
+    """
+
+    _gate_count: int
+    _state_count: int
+    _folds_hidden_bias: bool
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        self.input_size = check_size(input_size, "input_size", owner, minimum=1)
+        self.hidden_size = check_size(hidden_size, "hidden_size", owner, minimum=1)
+        self.num_layers = check_size(num_layers, "num_layers", owner, minimum=1)
+        check_probability(dropout, owner)
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(f"{owner}: dropout option adds dropout after all but last recurrent layer, so "
+                          f"non-zero dropout expects num_layers greater than 1, but got dropout={dropout} "
+                          f"and num_layers={num_layers}", UserWarning, stacklevel=2)
+        self.bias, self.batch_first = bool(bias), bool(batch_first)
+        self.dropout, self.bidirectional = float(dropout), bool(bidirectional)
+        self._directions = 2 if bidirectional else 1
+        rows, bound = self._gate_count * self.hidden_size, 1.0 / math.sqrt(self.hidden_size)
+        self._weight_names = {}
+        for layer in range(self.num_layers):
+            features = self.input_size if layer == 0 else self._directions * self.hidden_size
+            for direction in range(self._directions):
+                names = [f"{kind}_l{layer}{'_reverse' if direction else ''}"
+                         for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                shapes = [(rows, features), (rows, self.hidden_size), (rows,), (rows,)]
+                count = 4 if bias else 2
+                for name, shape in zip(names[:count], shapes[:count], strict=True):
+                    setattr(self, name, _uniform_parameter(shape, bound))
+                self._weight_names[layer, direction] = names
+
+    def _weights(self, layer: int, direction: int) -> tuple[Tensor | None, ...]:
+        """(weight_ih, weight_hh, bias_ih, bias_hh) of one layer and direction (biases None if off)."""
+        return tuple(getattr(self, name, None) for name in self._weight_names[layer, direction])
+
+    def forward(self, input: Tensor, hx: Any = None, lengths: Any = None) -> tuple[Tensor, Any]:
+        owner = type(self).__name__
+        x = _check_input(input, (2, 3), self.input_size, owner)
+        unbatched = x.ndim == 2
+        if unbatched:
+            if lengths is not None:
+                raise ValueError(f"{owner}: lengths need batched (3-D) input, got unbatched input of "
+                                 f"shape {x.shape}")
+            x = x.unsqueeze(1)
+        elif self.batch_first:
+            x = x.transpose(0, 1)
+        steps, batch = x.shape[0], x.shape[1]
+        if steps == 0:
+            raise ValueError(f"{owner} expected a sequence of at least one time step, got input of shape "
+                             f"{input.shape}")
+        slots = self.num_layers * self._directions
+        if unbatched:
+            expected, layout = (slots, self.hidden_size), "(num_layers * num_directions, hidden_size)"
+        else:
+            expected = (slots, batch, self.hidden_size)
+            layout = ("(num_layers * num_directions, batch, hidden_size)"
+                      + (", not batch-first even with batch_first=True" if self.batch_first else ""))
+        state = _unpack_state(hx, self._state_count, ("h0", "c0"), expected, layout, owner)
+        if state is not None and unbatched:
+            state = tuple(s.unsqueeze(1) for s in state)
+
+        run_steps, valid, partial = steps, None, frozenset()
+        if lengths is not None:
+            lengths = check_lengths(lengths, batch, steps, owner)
+            run_steps = int(lengths.max())  # later steps are padding for every sequence
+            if run_steps < steps:
+                x = x[:run_steps]
+            partial = frozenset(range(int(lengths.min()), run_steps))
+            if partial:
+                valid = length_mask(lengths, run_steps).data[:, :, None]  # (T, B, 1)
+                x = where(valid, x, 0.0)  # padding values (even nan) never enter the arithmetic
+
+        output, finals = self._run_layers(x, state, run_steps, batch, valid, partial)
+        if partial:
+            output = where(valid, output, 0.0)
+        if run_steps < steps:
+            output = cat([output, _zeros((steps - run_steps,) + output.shape[1:], output)])
+        final_state = tuple(stack(list(parts)) for parts in zip(*finals, strict=True))
+        if unbatched:
+            output = output.squeeze(1)
+            final_state = tuple(s.squeeze(1) for s in final_state)
+        elif self.batch_first:
+            output = output.transpose(0, 1)
+        return output, (final_state if self._state_count == 2 else final_state[0])
+
+    def _run_layers(self, x: Tensor, state: State | None, steps: int, batch: int, valid: np.ndarray | None,
+                    partial: frozenset) -> tuple[Tensor, list[State]]:
+        """All layers on time-major x (T, B, I): the last layer's output and each slot's final state."""
+        layer_input = x.reshape(steps * batch, x.shape[2])
+        zeros = None
+        finals: list[State] = []
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self._directions):
+                slot = layer * self._directions + direction
+                if state is not None:
+                    initial = tuple(s[slot] for s in state)
+                else:
+                    if zeros is None:
+                        zeros = _zeros((batch, self.hidden_size), x, self.weight_ih_l0)
+                    initial = (zeros,) * self._state_count
+                with provenance.scope(layer=layer, direction=direction):
+                    output, final = self._run_direction(layer_input, initial, layer, direction, steps,
+                                                        batch, valid, partial)
+                outputs.append(output)
+                finals.append(final)
+            output = outputs[0] if len(outputs) == 1 else cat(outputs, dim=2)
+            if layer + 1 < self.num_layers:
+                output = dropout(output, self.dropout, self.training)
+                layer_input = output.reshape(steps * batch, output.shape[2])
+        return output, finals
+
+    def _run_direction(self, layer_input: Tensor, state: State, layer: int, direction: int, steps: int,
+                       batch: int, valid: np.ndarray | None, partial: frozenset) -> tuple[Tensor, State]:
+        """One layer in one direction: outputs (T, B, H) and the final state. ``layer_input`` is
+        (T * B, features), so one matmul projects every step; step t is rows t*B:(t+1)*B."""
+        w_ih, w_hh, b_ih, b_hh = self._weights(layer, direction)
+        fold = self._folds_hidden_bias
+        x_proj = _project(layer_input, w_ih, b_ih, b_hh if fold else None)
+        w_hh_t, b_step = w_hh.T, (None if fold else b_hh)
+        scope = provenance.current
+        outputs: list[Tensor | None] = [None] * steps
+        for t in (range(steps - 1, -1, -1) if direction else range(steps)):
+            here = provenance.current = scope.at(step=t)
+            new_state = self._step(x_proj[t * batch:(t + 1) * batch], state, w_hh_t, b_step, here)
+            if t in partial:  # some sequences are over (forward) or not yet started (reverse) at t
+                new_state = tuple(where(valid[t], new, old)
+                                  for new, old in zip(new_state, state, strict=True))
+            state = new_state
+            outputs[t] = state[0]
+        provenance.current = scope
+        return stack(outputs), state
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if not self.bias:
+            s += ", bias=False"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout != 0:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        return s
+
+
+class RNN(_ElmanMath, _RNNBase):
+    """Elman RNN layers: h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act = tanh or relu.
+
+    ``rnn(input, h0=None, lengths=None) -> (output, h_n)``; see ``_RNNBase`` for shapes.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False) -> None:
+        if nonlinearity not in NONLINEARITIES:
+            raise ValueError(f"RNN: unknown nonlinearity {nonlinearity!r}; expected 'tanh' or 'relu'")
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional)
+        self.nonlinearity = nonlinearity
+
+
+class LSTM(_LSTMMath, _RNNBase):
+    """LSTM layers; each step is LSTMCell's equations (gates ``LSTM_GATES``: i, f, g, o).
+
+    ``lstm(input, (h0, c0)=None, lengths=None) -> (output, (h_n, c_n))``; see ``_RNNBase``.
+    """
+
+
+class GRU(_GRUMath, _RNNBase):
+    """GRU layers; each step is GRUCell's equations (gates ``GRU_GATES``: r, z, n).
+
+    ``gru(input, h0=None, lengths=None) -> (output, h_n)``; see ``_RNNBase``.
+    """
