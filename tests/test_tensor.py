@@ -226,7 +226,7 @@ def test_constructor_copies_its_source() -> None:
 
 
 def test_backward_does_not_freeze_the_callers_gradient_array() -> None:
-    x = ts.Tensor([1.0, 2.0], requires_grad=True)
+    x = ts.Tensor(np.array([1.0, 2.0]), requires_grad=True)  # float64 like the seed: no cast-copy
     seed = np.array([1.0, 1.0])
     (x + 1).backward(seed)
     seed[0] = 3.0  # still the caller's to change, and .grad does not follow
