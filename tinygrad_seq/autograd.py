@@ -12,6 +12,7 @@ The walk is iterative (an explicit stack), so graph depth is limited only by mem
 
 from __future__ import annotations
 
+import itertools
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -91,6 +92,9 @@ def _released(g: np.ndarray) -> None:  # stands in for a backward whose saved ar
     raise AssertionError("unreachable: the engine checks for _released before calling")
 
 
+_creation_counter = itertools.count()
+
+
 class Node:
     """One recorded op (or one leaf that wants a gradient).
 
@@ -100,7 +104,7 @@ class Node:
     """
 
     __slots__ = ("backward", "parents", "op", "prov", "shape", "dtype", "name", "hooks",
-                 "tensor", "source", "__weakref__")
+                 "tensor", "source", "seq", "__weakref__")
 
     def __init__(self, backward: Callable | None, parents: tuple, op: str | None,
                  shape: tuple, dtype: np.dtype) -> None:
@@ -114,6 +118,7 @@ class Node:
         self.hooks: list[Callable] | None = None
         self.tensor: weakref.ref | None = None  # set for leaves and for retain_grad()
         self.source: str | None = None          # creating source line, in anomaly mode only
+        self.seq = next(_creation_counter)      # parents are always made first: see topological_order
 
     @property
     def is_leaf(self) -> bool:
@@ -176,22 +181,23 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
 
 
 def topological_order(root: Node) -> list[Node]:
-    """Nodes reachable from ``root``, each before all of its parents (iterative DFS)."""
-    order: list[Node] = []
-    visited = {id(root)}
-    stack: list[tuple[Node, Iterator]] = [(root, iter(root.parents))]
+    """Nodes reachable from ``root``, each before all of its parents.
+
+    A node's parents always exist before it, so newest-first creation order is a topological
+    order: collect what is reachable (iteratively), then sort by creation number.
+    """
+    reachable = {id(root): root}
+    stack = [root]
     while stack:
-        node, parents = stack[-1]
-        for parent in parents:
-            if parent is not None and id(parent) not in visited:
-                visited.add(id(parent))
-                stack.append((parent, iter(parent.parents)))
-                break
-        else:
-            stack.pop()
-            order.append(node)
-    order.reverse()
-    return order
+        for parent in stack.pop().parents:
+            if parent is not None and id(parent) not in reachable:
+                reachable[id(parent)] = parent
+                stack.append(parent)
+    return sorted(reachable.values(), key=_creation_number, reverse=True)
+
+
+def _creation_number(node: Node) -> int:
+    return node.seq
 
 
 class _Accumulator:
@@ -218,7 +224,7 @@ class _Accumulator:
             return
         if grad.shape != node.shape:
             grad = unbroadcast(grad, node.shape)
-        if grad.dtype != node.dtype:
+        if grad.dtype is not node.dtype and grad.dtype != node.dtype:  # `is`: the common, cheap case
             grad = grad.astype(node.dtype)
         existing = self.grads.get(key)
         if existing is None:
