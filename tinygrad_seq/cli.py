@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
                                            "gradients against finite differences, and show how the "
                                            "gradient flows back through time.")
     demo.add_argument("--out", default="tinygrad_seq_out", help="folder for outputs (default: %(default)s)")
-    demo.add_argument("--steps", type=int, default=500, help="training steps (default: %(default)s)")
+    demo.add_argument("--steps", type=int, default=300, help="training steps (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     demo.set_defaults(run=_demo)
     return parser

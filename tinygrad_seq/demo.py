@@ -42,7 +42,8 @@ class CharLSTM(nn.Module):
         self.lstm = nn.LSTM(embed, hidden)
         self.head = nn.Linear(hidden, vocab)
 
-    def forward(self, ids: np.ndarray, state: tuple | None = None) -> tuple[ts.Tensor, ts.Tensor, tuple]:
+    def forward(self, ids: ts.Tensor | np.ndarray, state: tuple | None = None
+                ) -> tuple[ts.Tensor, ts.Tensor, tuple]:
         hidden_states, state = self.lstm(self.embed(ids), state)  # ids (T, B) -> (T, B, H)
         return self.head(hidden_states), hidden_states, state
 
@@ -65,7 +66,7 @@ def bar(value: float, top: float, width: int = 40) -> str:
     return "#" * max(1, int(round(width * value / top))) if top > 0 else ""
 
 
-def run_demo(out_dir: str = "tinygrad_seq_out", steps: int = 500, seed: int = 0, hidden: int = 64,
+def run_demo(out_dir: str = "tinygrad_seq_out", steps: int = 300, seed: int = 0, hidden: int = 64,
              window: int = 32) -> dict:
     """Train, sample, check, measure; returns the numbers it printed (the tests read them)."""
     ts.manual_seed(seed)
@@ -78,26 +79,27 @@ def run_demo(out_dir: str = "tinygrad_seq_out", steps: int = 500, seed: int = 0,
     model = CharLSTM(len(chars), hidden)
     optimizer = ts.optim.Adam(model.parameters(), lr=1e-2)
     print(f"[1/4] training a char-LSTM ({sum(p.size for p in model.parameters())} parameters) on the Zen "
-          f"of Python ({len(text)} characters, {len(chars)} distinct), truncated BPTT over {window} steps")
-    start, losses, state, position = time.perf_counter(), [], None, 0
-    for step in range(1, steps + 1):
-        if position + window + 1 >= len(ids):
-            position, state = 0, None
-        x = ids[position:position + window, None]
-        y = ids[position + 1:position + window + 1]
-        position += window
-        state = None if state is None else tuple(s.detach() for s in state)  # truncate BPTT here
-        logits, _, state = model(x, state)
-        loss = nn.functional.cross_entropy(logits.reshape(window, len(chars)), y)
-        optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        losses.append(loss.item())
-        if step % 50 == 0 or step == steps:
-            recent = float(np.mean(losses[-50:]))
-            print(f"  step {step:4d}  loss {recent:.3f}  perplexity {math.exp(recent):6.2f}  "
-                  f"({time.perf_counter() - start:.1f}s)")
+          f"of Python ({len(text)} characters, {len(chars)} distinct), truncated BPTT over {window} steps, "
+          "4 streams, Adam, gradient clipping")
+    streams, next_chars = nn.sequential_partition(ids, batch_size=4)  # 4 contiguous streams of text
+    start, losses, step = time.perf_counter(), [], 0
+    while step < steps:  # one pass over the streams per epoch, in windows of `window` characters
+        state = None
+        for x, y in nn.truncated_bptt(streams, next_chars, window):
+            logits, _, state = model(x, nn.detach_state(state))  # BPTT stops at the window's start
+            loss = nn.functional.cross_entropy(logits.reshape(-1, len(chars)), y.reshape(-1))
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            losses.append(loss.item())
+            step += 1
+            if step % 50 == 0 or step == steps:
+                recent = float(np.mean(losses[-50:]))
+                print(f"  step {step:4d}  loss {recent:.3f}  perplexity {math.exp(recent):6.2f}  "
+                      f"({time.perf_counter() - start:.1f}s)")
+            if step == steps:
+                break
 
     print("[2/4] sampling at temperature 0.8:")
     text_out = sample(model, chars, "Beautiful", 160, 0.8, rng)
