@@ -22,7 +22,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/bench_ops.py
+	$(PY) benchmarks/bench_rnn.py
 
 clean:
 	rm -rf $(VENV) tinygrad_seq_out .pytest_cache .hypothesis

@@ -1,0 +1,232 @@
+"""One training step (forward over the sequence + loss + backward to all weights) of RNN / LSTM /
+GRU layers: ours, a hand-written numpy BPTT (numpy_bptt.py, the expert's baseline) and PyTorch's
+nn.RNN/LSTM/GRU when torch is installed, in one process, interleaved; plus peak memory of a step
+(ours vs numpy) and whether our cost per time step stays flat from T = 1,000 to T = 10,000.
+
+    python benchmarks/bench_rnn.py [--sizes tiny,long] [--cells lstm] [--dtypes float64]
+                                   [--repeat N] [--threads 1|default] [--quick]
+
+Times are medians of repeated runs; read the ratio columns, not the absolute times: the machine
+may be shared and noisy, but the three implementations run in the same rounds, one after another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+from bench_ops import optional, ratio
+from numpy_bptt import BPTT
+
+import tinygrad_seq as ts
+
+
+class Size(NamedTuple):
+    steps: int
+    batch: int
+    features: int
+    hidden: int
+    repeat: int  # default number of timed runs: fewer for the sizes where one step is slow
+
+
+SIZES = {
+    "tiny": Size(8, 1, 10, 16, repeat=21),
+    "medium": Size(64, 32, 64, 128, repeat=5),
+    "large": Size(32, 64, 256, 512, repeat=3),
+    "long": Size(1000, 4, 16, 32, repeat=3),
+}
+CELLS = {"rnn": (ts.nn.RNN, 1), "lstm": (ts.nn.LSTM, 4), "gru": (ts.nn.GRU, 3)}
+DTYPES = ("float32", "float64")
+LINEARITY = Size(1000, 4, 16, 32, repeat=3)  # LSTM, float64; timed again at 10x the steps
+LINEARITY_FACTOR = 10
+QUICK_REPEAT = 3
+
+
+class Problem(NamedTuple):
+    x: np.ndarray  # (T, B, I)
+    out_grad: np.ndarray  # G in loss = sum(out * G)
+    weights: dict[str, np.ndarray]  # weight_ih, weight_hh, bias_ih, bias_hh
+
+
+def make_problem(cell: str, size: Size, dtype: str, seed: int = 0) -> Problem:
+    """Random input, G, and weights drawn like PyTorch's init, U(-1/sqrt(H), 1/sqrt(H))."""
+    rng = np.random.default_rng(seed)
+    rows, bound = CELLS[cell][1] * size.hidden, 1 / np.sqrt(size.hidden)
+    shapes = {"weight_ih": (rows, size.features), "weight_hh": (rows, size.hidden),
+              "bias_ih": (rows,), "bias_hh": (rows,)}
+    weights = {name: rng.uniform(-bound, bound, shape).astype(dtype) for name, shape in shapes.items()}
+    x = rng.standard_normal((size.steps, size.batch, size.features)).astype(dtype)
+    out_grad = rng.standard_normal((size.steps, size.batch, size.hidden)).astype(dtype)
+    return Problem(x, out_grad, weights)
+
+
+def ours_step(cell: str, problem: Problem) -> Callable[[], None]:
+    """A training step of our default layer holding ``problem``'s weights."""
+    features, hidden = problem.weights["weight_ih"].shape[1], problem.weights["weight_hh"].shape[1]
+    layer = CELLS[cell][0](features, hidden).to(problem.x.dtype)
+    layer.load_state_dict({f"{name}_l0": value for name, value in problem.weights.items()})
+    x, out_grad = ts.tensor(problem.x), ts.tensor(problem.out_grad)
+
+    def step() -> None:
+        layer.zero_grad()
+        out, _ = layer(x)
+        (out * out_grad).sum().backward()
+
+    return step
+
+
+def numpy_step(cell: str, problem: Problem) -> Callable[[], None]:
+    """The hand-written reference; no input gradient, as the other two do not compute one either."""
+    bptt = BPTT[cell]
+    return lambda: bptt(problem.x, problem.out_grad, **problem.weights, input_grad=False)
+
+
+def torch_step(torch: Any, cell: str, problem: Problem) -> Callable[[], None]:
+    """A training step of torch.nn.RNN/LSTM/GRU holding ``problem``'s weights."""
+    features, hidden = problem.weights["weight_ih"].shape[1], problem.weights["weight_hh"].shape[1]
+    kind = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+    layer = kind(features, hidden, dtype=getattr(torch, problem.x.dtype.name))
+    layer.load_state_dict({f"{name}_l0": torch.from_numpy(value) for name, value in problem.weights.items()})
+    x, out_grad = torch.from_numpy(problem.x), torch.from_numpy(problem.out_grad)
+
+    def step() -> None:
+        layer.zero_grad(set_to_none=True)
+        out, _ = layer(x)
+        (out * out_grad).sum().backward()
+
+    return step
+
+
+def interleaved_medians(steps: dict[str, Callable[[], None]], repeat: int) -> dict[str, float]:
+    """Median seconds per call of each function, timed in ``repeat`` rounds that call each once,
+    so a slow patch on a shared machine hits all of them alike. One untimed warm-up round first."""
+    for fn in steps.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeat):
+        for name, fn in steps.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(samples) for name, samples in times.items()}
+
+
+def peak_bytes(fn: Callable[[], None]) -> int:
+    """Peak bytes allocated (numpy buffers and Python objects, via tracemalloc) during one call."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.3f}"
+
+
+def run_table(torch: Any, sizes: list[str], cells: list[str], dtypes: list[str], repeat: int | None) -> None:
+    print("one training step (forward + loss + backward to all weights), milliseconds, median; "
+          "ratios are ours / theirs, lower is better; peak = tracemalloc peak of one step")
+    header = (f"{'cell':5s} {'size':7s} {'dtype':8s} {'ours':>9s} {'numpy':>9s} {'torch':>9s} "
+              f"{'/numpy':>8s} {'/torch':>8s}  {'peak ours':>10s} {'peak numpy':>10s} {'ratio':>7s}  runs")
+    print(header)
+    for size_name in sizes:
+        size = SIZES[size_name]
+        runs = repeat or size.repeat
+        for cell in cells:
+            for dtype in dtypes:
+                problem = make_problem(cell, size, dtype)
+                steps = {"ours": ours_step(cell, problem), "numpy": numpy_step(cell, problem)}
+                if torch is not None:
+                    steps["torch"] = torch_step(torch, cell, problem)
+                t = interleaved_medians(steps, runs)
+                mem_ours, mem_numpy = peak_bytes(steps["ours"]), peak_bytes(steps["numpy"])
+                print(f"{cell:5s} {size_name:7s} {dtype:8s} {ms(t['ours']):>9s} {ms(t['numpy']):>9s} "
+                      f"{ms(t.get('torch')):>9s} {ratio(t['ours'], t['numpy']):>8s} "
+                      f"{ratio(t['ours'], t.get('torch')):>8s}  {mem_ours / 2**20:8.2f}MB "
+                      f"{mem_numpy / 2**20:8.2f}MB {ratio(mem_ours, mem_numpy):>7s}  {runs}", flush=True)
+    print("sizes (T, B, I, H): " + ", ".join(f"{name} {tuple(SIZES[name][:4])}" for name in sizes))
+
+
+def run_linearity(repeat: int | None, quick: bool) -> None:
+    """Our cost per time step at T and 10 T; a ratio near 1.0 means BPTT is linear in T."""
+    base = LINEARITY
+    long = base._replace(steps=base.steps * LINEARITY_FACTOR, repeat=1)
+    print(f"\nours, LSTM float64 B={base.batch} I={base.features} H={base.hidden}, "
+          f"microseconds per time step (forward + backward):")
+    per_step = {}
+    for size in (base, long):
+        if quick and size is long:
+            print(f"  T={size.steps:>6,}: skipped (--quick)")
+            continue
+        step = ours_step("lstm", make_problem("lstm", size, "float64"))
+        seconds = interleaved_medians({"ours": step}, repeat or size.repeat)["ours"]
+        per_step[size.steps] = seconds / size.steps
+        print(f"  T={size.steps:>6,}: {per_step[size.steps] * 1e6:8.1f} us/step  "
+              f"({seconds * 1e3:.1f} ms per training step)", flush=True)
+    if len(per_step) == 2:
+        print(f"  ratio T={long.steps:,} / T={base.steps:,}: "
+              f"{per_step[long.steps] / per_step[base.steps]:.2f} (1.0 = linear in T)")
+
+
+def names(choices: Any, what: str) -> Callable[[str], list[str]]:
+    """An argparse type: a comma-separated subset of ``choices``, in the order given."""
+    def parse(text: str) -> list[str]:
+        picked = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in picked if name not in choices]
+        if unknown or not picked:
+            raise argparse.ArgumentTypeError(f"unknown {what} {', '.join(unknown) or repr(text)}; "
+                                             f"expected a comma-separated subset of {', '.join(choices)}")
+        return picked
+    return parse
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=names(SIZES, "size"), default=list(SIZES),
+                        help=f"comma-separated, from {','.join(SIZES)} (default: all)")
+    parser.add_argument("--cells", type=names(CELLS, "cell"), default=list(CELLS),
+                        help=f"comma-separated, from {','.join(CELLS)} (default: all)")
+    parser.add_argument("--dtypes", type=names(DTYPES, "dtype"), default=list(DTYPES),
+                        help=f"comma-separated, from {','.join(DTYPES)} (default: both)")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="timed runs per measurement (default: per size, fewer for big sizes)")
+    parser.add_argument("--threads", choices=["1", "default"], default="1",
+                        help="BLAS and torch threads: 1 (the default) or the libraries' default")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{QUICK_REPEAT} runs per measurement; skip the "
+                             f"T={LINEARITY.steps * LINEARITY_FACTOR:,} run")
+    args = parser.parse_args()
+    if args.repeat is not None and args.repeat < 1:
+        parser.error(f"--repeat must be at least 1, got {args.repeat}")
+    repeat = args.repeat or (QUICK_REPEAT if args.quick else None)
+
+    torch = optional("torch")
+    print(f"numpy {np.__version__}, torch {torch.__version__ if torch else 'not installed'}, "
+          f"threads {args.threads}")
+
+    def run() -> None:
+        run_table(torch, args.sizes, args.cells, args.dtypes, repeat)
+        run_linearity(repeat, args.quick)
+
+    if args.threads == "1":
+        from threadpoolctl import threadpool_limits
+
+        if torch is not None:
+            torch.set_num_threads(1)
+        with threadpool_limits(1):
+            run()
+    else:
+        run()
+
+
+if __name__ == "__main__":
+    main()
