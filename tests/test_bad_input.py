@@ -126,7 +126,14 @@ def test_integer_tensors_cannot_require_grad(data: object) -> None:
 
 
 def test_non_numeric_data_is_refused() -> None:
-    _raises(TypeError, lambda: ts.Tensor([object()]), "cannot make a Tensor from list", "not a numeric")
+    _raises(TypeError, lambda: ts.Tensor([object()]), "cannot make a Tensor from list",
+            "expected booleans, integers or floats")
+    _raises(TypeError, lambda: ts.tensor("abc"), "cannot make a Tensor from str", "<U3")
+    _raises(TypeError, lambda: ts.tensor([1 + 2j]), "complex128")
+
+
+def test_chunk_needs_a_positive_count() -> None:
+    _raises(ValueError, lambda: ts.ones(4).chunk(0), "chunk", "positive integer", "0")
 
 
 # -- in-place mutation of what the graph saved ---------------------------------------------------------

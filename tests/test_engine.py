@@ -270,3 +270,37 @@ def test_unbind_backward_does_not_allocate_a_full_buffer_per_slice(rng: np.rando
     assert peak < 2.5 * x.data.nbytes, f"backward peaked at {peak / x.data.nbytes:.1f}x the tensor's size"
     expected = 0.5 ** np.minimum(np.arange(steps)[::-1], steps - 1)[:, None] * np.ones(width)
     np.testing.assert_array_equal(x.grad.data, expected)
+
+
+def test_hooks_see_tensors_and_may_replace_them_like_pytorch() -> None:
+    x = ts.tensor(np.array([1.0, -2.0, 3.0]), requires_grad=True)
+    seen = []
+    x.register_hook(lambda g: seen.append(g))
+    y = x * x
+    y.register_hook(lambda g: g.clip(-1.0, 1.0) * 10)  # a PyTorch-style hook: Tensor in, Tensor out
+    (y * 5).sum().backward()
+    assert isinstance(seen[0], ts.Tensor)
+    np.testing.assert_array_equal(x.grad.numpy(), 2 * np.array([1.0, -2.0, 3.0]) * 10)
+
+
+def test_a_hook_returning_the_wrong_shape_is_refused() -> None:
+    x = ts.tensor(np.ones(3), requires_grad=True)
+    x.register_hook(lambda g: np.ones(4))
+    with pytest.raises(ValueError, match=r"hook on 'leaf' returned a gradient of shape \(4,\), expected"):
+        x.sum().backward()
+
+
+def test_no_grad_and_enable_grad_decorate_without_parentheses() -> None:
+    x = ts.tensor(np.ones(2), requires_grad=True)
+
+    @ts.no_grad
+    def frozen(t):
+        return t * 2
+
+    @ts.enable_grad
+    def recorded(t):
+        return t * 2
+
+    assert not frozen(x).requires_grad
+    with ts.no_grad():
+        assert recorded(x).requires_grad

@@ -70,14 +70,14 @@ class _GradMode:
         return wrapper
 
 
-def no_grad() -> _GradMode:
-    """Record nothing inside: ``with ts.no_grad(): ...`` or ``@ts.no_grad()``."""
-    return _GradMode(False)
+def no_grad(fn: Callable | None = None) -> Any:
+    """Record nothing inside: ``with ts.no_grad(): ...``, ``@ts.no_grad()`` or ``@ts.no_grad``."""
+    return _GradMode(False) if fn is None else _GradMode(False)(fn)
 
 
-def enable_grad() -> _GradMode:
-    """Record again inside a ``no_grad`` region."""
-    return _GradMode(True)
+def enable_grad(fn: Callable | None = None) -> Any:
+    """Record again inside a ``no_grad`` region (a context manager or decorator, like no_grad)."""
+    return _GradMode(True) if fn is None else _GradMode(True)(fn)
 
 
 def is_grad_enabled() -> bool:
@@ -104,7 +104,7 @@ class Node:
     """
 
     __slots__ = ("backward", "parents", "op", "prov", "shape", "dtype", "name", "hooks",
-                 "tensor", "source", "seq", "__weakref__")
+                 "tensor", "source", "seq", "grad_norm", "__weakref__")
 
     def __init__(self, backward: Callable | None, parents: tuple, op: str | None,
                  shape: tuple, dtype: np.dtype) -> None:
@@ -119,6 +119,7 @@ class Node:
         self.tensor: weakref.ref | None = None  # set for leaves and for retain_grad()
         self.source: str | None = None          # creating source line, in anomaly mode only
         self.seq = next(_creation_counter)      # parents are always made first: see topological_order
+        self.grad_norm: float | None = None     # filled only by ts.viz.record_grad_norms()
 
     @property
     def is_leaf(self) -> bool:
@@ -235,9 +236,21 @@ class _Accumulator:
             self.grads[key] = np.asarray(existing + grad)
             self.owned.add(key)
 
+    def add_first_dense(self, node: Node, grad: Any) -> None:
+        """``add``, with a shortcut for the usual case: the first contribution to ``node``, a dense
+        array of exactly its shape and dtype, which is kept as it is (not owned: never mutated)."""
+        key = id(node)
+        if (type(grad) is np.ndarray and grad.dtype is node.dtype and grad.shape == node.shape
+                and key not in self.grads):
+            self.grads[key] = grad
+        else:
+            self.add(node, grad)
+
     def pop(self, node: Node) -> np.ndarray | None:
-        self.owned.discard(id(node))
-        return self.grads.pop(id(node), None)
+        key = id(node)
+        if self.owned:
+            self.owned.discard(key)
+        return self.grads.pop(key, None)
 
 
 # Called with (node, gradient) for every node the walk reaches; diagnostics and anomaly mode
@@ -249,6 +262,7 @@ def run_backward(root: Node, grad: np.ndarray, retain_graph: bool = False) -> No
     """Propagate ``grad`` from ``root`` to every leaf that requires grad."""
     accumulator = _Accumulator()
     accumulator.add(root, grad)
+    add = accumulator.add_first_dense
     for node in topological_order(root):
         g = accumulator.pop(node)
         if g is None:
@@ -258,6 +272,9 @@ def run_backward(root: Node, grad: np.ndarray, retain_graph: bool = False) -> No
                 replaced = hook(g)
                 if replaced is not None:
                     g = np.asarray(replaced)
+                    if g.shape != node.shape:
+                        raise ValueError(f"a hook on '{node.op or 'leaf'}' returned a gradient of shape "
+                                         f"{g.shape}, expected the tensor's shape {node.shape}")
         if observers:
             for observe in observers:
                 observe(node, g)
@@ -281,7 +298,7 @@ def run_backward(root: Node, grad: np.ndarray, retain_graph: bool = False) -> No
             node.backward = _released
         for parent, parent_grad in zip(node.parents, parent_grads, strict=True):
             if parent is not None and parent_grad is not None:
-                accumulator.add(parent, parent_grad)
+                add(parent, parent_grad)
 
 
 @contextmanager

@@ -207,6 +207,7 @@ def gradcheck(fn: Callable[..., Any], inputs: Tensor | Iterable[Tensor], eps: fl
     with _float64_leaves(tensors), _rewinding_library_rng() as rng_state, enable_grad():
         objective = _Objective(fn, tensors, rng_state)
         report = _check(objective, tensors, names, eps, atol, rtol, fast_mode, settings)
+        report.settings = f"{objective.describe()}; {settings}"
     for message in report.kink_warnings:
         warnings.warn(f"gradcheck: {message}", UserWarning, stacklevel=2)
     if report.passed:
@@ -311,7 +312,8 @@ class _Objective:
     """L = sum over fn's float outputs o of <w_o, o>, with w_o ~ N(0, 1) fixed at the first run.
 
     Random weights rather than a plain sum, so that every output element counts with its own
-    factor and wrong gradients cannot cancel.  Each run rewinds the library's generator, so a fn
+    factor and wrong gradients cannot cancel; a single scalar output is taken as it is (w = 1),
+    so the table shows the derivatives a user expects.  Each run rewinds the library's generator, so a fn
     with dropout draws the same mask every time and stays a function of its inputs.
     """
 
@@ -337,11 +339,19 @@ class _Objective:
                              "or a (nested) tuple/list/dict holding at least one")
         shapes = [o.shape for o in outputs]
         if self.weights is None:
-            self.weights = [np.asarray(self.rng.standard_normal(shape)) for shape in shapes]
+            scalar = len(shapes) == 1 and outputs[0].size == 1
+            self.weights = [np.ones(shape) if scalar else np.asarray(self.rng.standard_normal(shape))
+                            for shape in shapes]
         elif shapes != [w.shape for w in self.weights]:
             raise RuntimeError(f"gradcheck: fn returned outputs of shapes {shapes} on a re-run, "
                                f"{[w.shape for w in self.weights]} the first time; fn must be deterministic")
         return outputs
+
+    def describe(self) -> str:
+        """What is differentiated, for the report's header."""
+        if len(self.weights) == 1 and self.weights[0].size == 1:
+            return "L = fn's scalar output"
+        return "L = sum over fn's outputs of <w, output>, w fixed random weights"
 
     def value(self, tap: Tap | None = None) -> float:
         with no_grad():

@@ -35,8 +35,9 @@ def _to_array(data: Any, dtype: Any = None) -> np.ndarray:
         return array
     if array.dtype == np.float64 and not isinstance(data, (np.ndarray, np.generic)):
         array = array.astype(np.float32)
-    if array.dtype == object:
-        raise TypeError(f"cannot make a Tensor from {type(data).__name__}: not a numeric array")
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"cannot make a Tensor from {type(data).__name__} of dtype {array.dtype}: "
+                        "expected booleans, integers or floats")
     return array
 
 
@@ -68,8 +69,14 @@ class Tensor:
             out = np.asarray(out)
         node = None
         if state.grad_enabled:
-            parents = tuple([getattr(x, "_node", None) for x in inputs])
-            if any(parents):
+            if len(inputs) == 2:  # the common binary op: spelled out, it costs half the generic path
+                first, second = inputs
+                parents = (getattr(first, "_node", None), getattr(second, "_node", None))
+                recorded = parents[0] is not None or parents[1] is not None
+            else:
+                parents = tuple([getattr(x, "_node", None) for x in inputs])
+                recorded = any(parents)
+            if recorded:
                 node = Node(backward, parents, op, out.shape, out.dtype)
         if state.tap is not None:
             out = np.asarray(state.tap(out, op, node))
@@ -231,16 +238,20 @@ class Tensor:
     def retains_grad(self) -> bool:
         return self._node is not None and not self._node.is_leaf and self._node.tensor is not None
 
-    def register_hook(self, hook: Callable[[np.ndarray], Any]) -> Callable[[], None]:
-        """Call ``hook(grad)`` with the gradient flowing into this tensor; a non-None return
-        replaces it.  Returns a function that removes the hook."""
+    def register_hook(self, hook: Callable[[Tensor], Any]) -> Callable[[], None]:
+        """Call ``hook(grad)`` with the gradient flowing into this tensor (a Tensor, as in PyTorch);
+        a non-None return (Tensor or array, same shape) replaces it.  Returns a remover."""
         if self._node is None:
             raise RuntimeError("register_hook() on a tensor that does not require grad")
         node = self._node
+
+        def on_gradient(grad: np.ndarray) -> Any:
+            return hook(Tensor.constant(grad))
+
         if node.hooks is None:
             node.hooks = []
-        node.hooks.append(hook)
-        return lambda: node.hooks.remove(hook) if hook in node.hooks else None
+        node.hooks.append(on_gradient)
+        return lambda: node.hooks.remove(on_gradient) if on_gradient in node.hooks else None
 
     def _accumulate_grad(self, grad: np.ndarray) -> None:
         """Called by the engine: add ``grad`` into ``.grad`` (a fresh array, never mutated)."""

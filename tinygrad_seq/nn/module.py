@@ -29,8 +29,9 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
-class StateDictError(KeyError):
-    """load_state_dict found missing keys, unexpected keys or shape mismatches."""
+class StateDictError(KeyError, RuntimeError):
+    """load_state_dict found missing keys, unexpected keys or shape mismatches (a RuntimeError
+    too, so code ported from PyTorch that catches RuntimeError still catches it)."""
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0])
@@ -204,8 +205,13 @@ class Module:
         return ""
 
     def __repr__(self) -> str:
-        lines = [f"({name}): " + repr(child).replace("\n", "\n  ") for name, child in self._modules.items()]
-        head = f"{type(self).__name__}({self.extra_repr()}"
-        if not lines:
-            return head + ")"
-        return head + "\n  " + "\n  ".join(lines) + "\n)"
+        """PyTorch's layout: a one-line extra_repr stays inline; otherwise extra lines, then
+        children, each on its own indented line."""
+        extra = self.extra_repr()
+        extra_lines = extra.split("\n") if extra else []
+        child_lines = [f"({name}): " + repr(child).replace("\n", "\n  ")
+                       for name, child in self._modules.items()]
+        head = f"{type(self).__name__}("
+        if not child_lines and len(extra_lines) <= 1:
+            return head + extra + ")"
+        return head + "\n  " + "\n  ".join(extra_lines + child_lines) + "\n)"

@@ -101,10 +101,18 @@ def unsqueeze(x: Tensor, dim: int) -> Tensor:
 # -- indexing ---------------------------------------------------------------------------------
 
 
+_BASIC_INDEX_TYPES = frozenset((int, slice, type(None), type(Ellipsis)))
+
+
 def _normalize_index(index: Any) -> tuple[Any, bool]:
     """Tensors and lists in an index become arrays; also report whether any integer array is
     present (then repeated indices must each add in backward)."""
     parts = index if isinstance(index, tuple) else (index,)
+    for part in parts:  # fast path: ints and slices (a time step of a sequence) need no conversion
+        if type(part) not in _BASIC_INDEX_TYPES:
+            break
+    else:
+        return parts, False
     out, has_int_array = [], False
     for part in parts:
         if isinstance(part, Tensor):
@@ -189,6 +197,8 @@ def split(x: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) 
 
 
 def chunk(x: Tensor, chunks: int, dim: int = 0) -> list[Tensor]:
+    if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)) or chunks < 1:
+        raise ValueError(f"chunk: chunks must be a positive integer, got {chunks!r}")
     (dim,) = normalize_dims(x._data, dim, "chunk")
     size = -(-x.shape[dim] // chunks)
     return split(x, max(size, 1), dim)
