@@ -1,6 +1,6 @@
 """tinygrad_seq: a small numpy autograd framework for seeing and trusting gradients through time."""
 
-from . import nn, ops, optim
+from . import diagnostics, nn, ops, optim, viz
 from .anomaly import AnomalyError, detect_anomaly
 from .autograd import enable_grad, is_grad_enabled, no_grad
 from .checkpoint import load, save

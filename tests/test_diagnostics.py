@@ -1,0 +1,248 @@
+"""ts.diagnostics: gradient flow through time and Jacobian spectra, against independent oracles.
+
+Oracles: ``retain_grad`` on per-step states (the engine's own answer, via a different route);
+for a linear RNN the analytic product of Jacobians (W_hh^T)^k applied to dL/dh_T; a stacked
+layer run again by hand with cells; numpy's svd / eigvals; the Elman Jacobian written out
+(diag(1 - h_t^2) W_hh); and float64 finite differences of an LSTM step written in numpy.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tinygrad_seq as ts
+from tinygrad_seq import diagnostics
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _sigmoid(a: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-a))
+
+
+def rnn_cell_loop(rng: np.random.Generator, steps: int = 6):
+    cell = ts.nn.RNNCell(3, 4).double()
+    xs = ts.tensor(rng.standard_normal((steps, 2, 3)))
+    h, states = None, []
+    for x in xs:
+        h = cell(x, h)
+        states.append(h)
+    return cell, states
+
+
+def share_weights(cell: ts.nn.Module, layer: ts.nn.Module, suffix: str) -> ts.nn.Module:
+    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        cell.register_parameter(name, getattr(layer, name + suffix))
+    return cell
+
+
+# -- gradient_flow ----------------------------------------------------------------------------------
+
+
+def test_gradient_flow_matches_retain_grad_and_leaves_every_grad_alone(rng):
+    cell, states = rnn_cell_loop(rng)
+    for state in states:
+        state.retain_grad()
+    loss = (states[-1] ** 2).sum() + states[2].sum()  # a direct use of h_2 as well
+    earlier = ts.Tensor(np.ones((4, 4)))
+    cell.weight_hh.grad = earlier
+    norms = diagnostics.gradient_flow(loss, states)
+    assert cell.weight_hh.grad is earlier and cell.weight_ih.grad is None
+    assert all(state.grad is None for state in states)
+    loss.backward()  # the graph was kept: training goes on as if nothing happened
+    expected = [np.linalg.norm(state.grad.data) for state in states]
+    np.testing.assert_allclose(norms, expected, rtol=1e-12)
+    assert norms.shape == (6,) and np.all(norms > 0)
+
+
+def test_gradient_flow_of_a_linear_rnn_is_the_product_of_jacobians(rng):
+    steps, size = 8, 4
+    w = rng.standard_normal((size, size)) * 0.6
+    w_hh = ts.nn.Parameter(w)
+    w_ih = ts.nn.Parameter(rng.standard_normal((size, 3)))
+    xs = ts.tensor(rng.standard_normal((steps, 1, 3)))
+    h, states = ts.tensor(np.zeros((1, size))), []
+    for x in xs:  # h_t = W_hh h_{t-1} + W_ih x_t, identity nonlinearity
+        h = h @ w_hh.T + x @ w_ih.T
+        states.append(h)
+    v = rng.standard_normal(size)
+    loss = (states[-1] * ts.tensor(v)).sum()  # dL/dh_T = v
+    norms = diagnostics.gradient_flow(loss, states)
+    expected = [np.linalg.norm(np.linalg.matrix_power(w.T, steps - 1 - t) @ v) for t in range(steps)]
+    np.testing.assert_allclose(norms, expected, rtol=1e-12)
+
+
+def test_gradient_flow_of_a_stacked_bidirectional_output_splits_directions(rng):
+    lstm = ts.nn.LSTM(3, 4, bidirectional=True, batch_first=True).double()
+    out, _ = lstm(ts.tensor(rng.standard_normal((2, 5, 3))))
+    weights = rng.standard_normal(out.shape)
+    loss = (out * ts.tensor(weights)).sum()  # dL/d out = weights: the direct gradient
+    norms = diagnostics.gradient_flow(loss, out, directions=2, time_dim=1)
+    expected = [[np.linalg.norm(weights[:, t, 4 * d:4 * (d + 1)]) for t in range(5)] for d in range(2)]
+    np.testing.assert_allclose(norms, expected, rtol=1e-12)
+    per_step = diagnostics.gradient_flow(loss, [out[:, t] for t in range(5)], directions=2)
+    assert per_step.shape == (2, 5) and np.all(per_step == 0)  # slices made after the loss: unreached
+
+
+def test_layer_gradient_flow_matches_the_same_stack_run_by_hand(rng):
+    steps, hidden = 5, 3
+    gru = ts.nn.GRU(2, hidden, num_layers=2, bidirectional=True).double()
+    x = ts.tensor(rng.standard_normal((steps, 2, 2)))
+    weights = ts.tensor(rng.standard_normal((steps, 2, 2 * hidden)))
+    out, h_n = gru(x)
+    loss = (out * weights).sum() + (h_n ** 2).sum()
+    flows = diagnostics.layer_gradient_flow(loss)
+    assert list(flows) == [("GRU", layer, d) for layer in (0, 1) for d in (0, 1)]
+
+    layer_input, by_hand, finals = x, {}, []
+    for layer in range(2):
+        outputs = []
+        for d in range(2):
+            cell = share_weights(ts.nn.GRUCell(layer_input.shape[-1], hidden).double(), gru,
+                                 f"_l{layer}" + ("_reverse" if d else ""))
+            h, states = None, [None] * steps
+            for t in (reversed(range(steps)) if d else range(steps)):
+                h = cell(layer_input[t], h).retain_grad()
+                states[t] = h
+            by_hand[layer, d] = states
+            finals.append(h)
+            outputs.append(ts.stack(states))
+        layer_input = ts.cat(outputs, dim=2)
+    np.testing.assert_allclose(layer_input.data, out.data, rtol=1e-12)
+    ((layer_input * weights).sum() + sum((f ** 2).sum() for f in finals)).backward()
+    for (layer, d), states in by_hand.items():
+        np.testing.assert_allclose(flows["GRU", layer, d], [np.linalg.norm(s.grad.data) for s in states],
+                                   rtol=1e-10)
+    assert all(p.grad is not None for p in gru.parameters())  # from the by-hand run only: shared
+    assert np.all(flows["GRU", 1, 1] > 0)
+
+
+def test_gradient_flow_bad_input(rng):
+    _, states = rnn_cell_loop(rng, steps=3)
+    loss = states[-1].sum()
+    with pytest.raises(ValueError, match="loss must be a scalar"):
+        diagnostics.gradient_flow(states[-1], states)
+    with pytest.raises(ValueError, match=r"hidden_states\[1\] does not require grad"):
+        diagnostics.gradient_flow(loss, [states[0], ts.randn(2, 4)])
+    with pytest.raises(ValueError, match="split into 3 equal direction parts"):
+        diagnostics.gradient_flow(loss, states, directions=3)
+    with pytest.raises(ValueError, match="time_dim 2 is out of range"):
+        diagnostics.gradient_flow(loss, ts.stack(states), time_dim=2)
+    with pytest.raises(ValueError, match="does not depend on any recurrent layer"):
+        diagnostics.layer_gradient_flow(loss)
+    loss.backward()
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        diagnostics.gradient_flow(loss, states)
+
+
+# -- jacobian_spectrum ------------------------------------------------------------------------------
+
+
+def test_elman_jacobians_are_diag_of_tanh_derivative_times_w_hh(rng):
+    cell = ts.nn.RNNCell(3, 5).double()
+    xs = rng.standard_normal((6, 2, 3))
+    h0 = rng.standard_normal((2, 5)) * 0.5
+    spectrum = diagnostics.jacobian_spectrum(cell, xs, ts.tensor(h0), batch_index=1)
+    w_ih, w_hh, b = (cell.weight_ih.data, cell.weight_hh.data, cell.bias_ih.data + cell.bias_hh.data)
+    h = h0[1]
+    for t, x in enumerate(xs[:, 1]):
+        h = np.tanh(w_ih @ x + w_hh @ h + b)
+        jacobian = np.diag(1 - h ** 2) @ w_hh
+        np.testing.assert_allclose(spectrum.singular_values[t], np.linalg.svd(jacobian, compute_uv=False),
+                                   rtol=1e-10)
+        np.testing.assert_allclose(spectrum.spectral_radius[t], np.abs(np.linalg.eigvals(jacobian)).max(),
+                                   rtol=1e-10)
+    np.testing.assert_allclose(spectrum.weight_singular_values["hh"], np.linalg.svd(w_hh, compute_uv=False),
+                               rtol=1e-12)
+    assert spectrum.weight_spectral_radius["hh"] == pytest.approx(np.abs(np.linalg.eigvals(w_hh)).max())
+    assert spectrum.state_names == ("h",)
+
+
+def lstm_step(weights: dict[str, np.ndarray], x: np.ndarray, state: np.ndarray) -> np.ndarray:
+    """One LSTM step in numpy on the concatenated state (h, c) -> (h', c')."""
+    size = weights["w_hh"].shape[1]
+    h, c = state[:size], state[size:]
+    gates = weights["w_ih"] @ x + weights["w_hh"] @ h + weights["b"]
+    i, f, g, o = _sigmoid(gates[:size]), _sigmoid(gates[size:2 * size]), np.tanh(gates[2 * size:3 * size]), \
+        _sigmoid(gates[3 * size:])
+    c = f * c + i * g
+    return np.concatenate([o * np.tanh(c), c])
+
+
+def test_lstm_layer_jacobians_match_finite_differences_for_an_upper_reverse_layer(rng):
+    steps, hidden = 4, 3
+    lstm = ts.nn.LSTM(2, hidden, num_layers=2, bidirectional=True).double()
+    xs = rng.standard_normal((steps, 2, 2))
+    ts.manual_seed(7)
+    spectrum = diagnostics.jacobian_spectrum(lstm, xs, layer=1, direction=1)
+    drawn_after = ts.randn(3).data
+    ts.manual_seed(7)
+    np.testing.assert_array_equal(drawn_after, ts.randn(3).data)  # the library's random stream is untouched
+    assert all(p.grad is None for p in lstm.parameters())
+
+    lower = ts.nn.LSTM(2, hidden, bidirectional=True).double()  # layer 0 alone gives layer 1's input
+    lower.load_state_dict({k: v for k, v in lstm.state_dict().items() if "_l0" in k})
+    layer_input = lower(ts.tensor(xs))[0].data[:, 0]
+    weights = {"w_ih": lstm.weight_ih_l1_reverse.data, "w_hh": lstm.weight_hh_l1_reverse.data,
+               "b": lstm.bias_ih_l1_reverse.data + lstm.bias_hh_l1_reverse.data}
+    state, step = np.zeros(2 * hidden), 1e-6
+    for t in reversed(range(steps)):
+        numeric = np.stack([(lstm_step(weights, layer_input[t], state + step * e)
+                             - lstm_step(weights, layer_input[t], state - step * e)) / (2 * step)
+                            for e in np.eye(2 * hidden)], axis=1)
+        np.testing.assert_allclose(spectrum.singular_values[t], np.linalg.svd(numeric, compute_uv=False),
+                                   rtol=1e-6, atol=1e-9)
+        state = lstm_step(weights, layer_input[t], state)
+    for k, gate in enumerate(ts.nn.LSTM_GATES):
+        block = lstm.weight_hh_l1_reverse.data[k * hidden:(k + 1) * hidden]
+        np.testing.assert_allclose(spectrum.weight_singular_values[gate],
+                                   np.linalg.svd(block, compute_uv=False), rtol=1e-12)
+    assert spectrum.state_names == ("h", "c") and spectrum.singular_values.shape == (steps, 2 * hidden)
+
+
+def test_jacobian_spectrum_bad_input(rng):
+    lstm = ts.nn.LSTM(2, 3, num_layers=2)
+    xs = rng.standard_normal((4, 2, 2))
+    with pytest.raises(ValueError, match=r"has 2 layer\(s\) and 1 direction\(s\), got layer=0, direction=1"):
+        diagnostics.jacobian_spectrum(lstm, xs, direction=1)
+    with pytest.raises(ValueError, match=r"expected inputs of shape \(T, B, 2\)"):
+        diagnostics.jacobian_spectrum(lstm, rng.standard_normal((4, 2, 5)))
+    with pytest.raises(IndexError, match="batch_index 2 is out of range for a batch of 2"):
+        diagnostics.jacobian_spectrum(lstm, xs, batch_index=2)
+    with pytest.raises(TypeError, match="expected an RNN / LSTM / GRU layer or cell, got Linear"):
+        diagnostics.jacobian_spectrum(ts.nn.Linear(2, 2), xs)
+    with pytest.raises(ValueError, match="a cell has one layer and direction"):
+        diagnostics.jacobian_spectrum(ts.nn.GRUCell(2, 3), xs, layer=1)
+
+
+# -- plots ----------------------------------------------------------------------------------------
+
+
+def test_plots_write_pngs(rng, tmp_path: Path):
+    pytest.importorskip("matplotlib")
+    gru = ts.nn.GRU(2, 3, num_layers=2, bidirectional=True)
+    xs = rng.standard_normal((6, 2, 2)).astype(np.float32)
+    out, _ = gru(ts.tensor(xs))
+    loss = (out[-1] ** 2).sum()
+    for norms, name in ((diagnostics.layer_gradient_flow(loss), "layers"),
+                        (diagnostics.gradient_flow(loss, out, directions=2), "directions")):
+        path = tmp_path / f"{name}.png"
+        figure = diagnostics.plot_gradient_flow(norms, path)
+        assert path.read_bytes()[:8] == PNG_MAGIC
+        assert len(figure.axes[0].get_lines()) == (4 if name == "layers" else 2)
+    path = tmp_path / "spectrum.png"
+    diagnostics.plot_jacobian_spectrum(diagnostics.jacobian_spectrum(gru, xs, layer=1), path)
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(ValueError, match=r"expected norms of shape \(T,\) or \(directions, T\)"):
+        diagnostics.plot_gradient_flow(np.zeros((2, 2, 2)), tmp_path / "bad.png")
+
+
+def test_plots_without_matplotlib_name_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    for module in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, module, None)  # makes the import fail
+    with pytest.raises(ImportError, match=r"needs matplotlib.*pip install 'tinygrad_seq\[plot\]'"):
+        diagnostics.plot_gradient_flow(np.ones(3), tmp_path / "flow.png")

@@ -1,0 +1,404 @@
+"""ts.viz: the structure of the drawn graph (not pixels), escaping, rendering with dot, gradients.
+
+The DOT source is parsed back with small regexes: node ids are ``n<seq>`` (ops and leaves),
+``s<seq>`` (cell-level steps), ``l<seq>`` (layers), ``e<seq>`` (elided steps) and ``legend_*``;
+clusters are ``cluster_g<k>`` (module / layer / direction) and ``cluster_g<k>_t<step>``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import graphviz
+import numpy as np
+import pytest
+
+import tinygrad_seq as ts
+from tinygrad_seq.autograd import topological_order
+
+HAS_DOT = shutil.which("dot") is not None
+needs_dot = pytest.mark.skipif(not HAS_DOT, reason="the Graphviz 'dot' program is not installed "
+                                                   "(apt-get install graphviz)")
+SVG = "{http://www.w3.org/2000/svg}"
+HOSTILE = 'a<b>"c'
+
+
+# -- reading the DOT source back -------------------------------------------------------------------
+
+
+def node_labels(dot: graphviz.Digraph) -> dict[str, str]:
+    """DOT node id -> its label, for drawn (non-legend) nodes."""
+    labels = {}
+    for line in dot.body:
+        match = re.match(r"\s*(\w+) \[label=(.*)$", line)
+        if match and not match.group(1).startswith("legend_"):
+            labels[match.group(1)] = match.group(2)
+    return labels
+
+
+def edges(dot: graphviz.Digraph) -> list[tuple[str, str, str]]:
+    """(source, target, attributes) of each edge as written (dir=back edges are reversed)."""
+    found = []
+    for line in dot.body:
+        match = re.match(r"\s*(\w+) -> (\w+)(.*)$", line)
+        if match:
+            found.append(match.groups())
+    return found
+
+
+def step_clusters(dot: graphviz.Digraph) -> list[tuple[int, int]]:
+    """(group number, step) of each time-step cluster."""
+    return [(int(g), int(t)) for g, t in re.findall(r"subgraph cluster_g(\d+)_t(\d+) \{", dot.source)]
+
+
+def cluster_members(dot: graphviz.Digraph) -> dict[str, list[str]]:
+    """Time-step cluster name -> ids of the nodes directly inside it."""
+    members: dict[str, list[str]] = {}
+    current = []
+    for line in dot.body:
+        opened = re.match(r"\s*subgraph (cluster_\w+) \{", line)
+        if opened:
+            current.append(opened.group(1))
+            members[opened.group(1)] = []
+        elif line.strip() == "}":
+            current.pop()
+        else:
+            node = re.match(r"\s*(\w+) \[label=", line)
+            if node and current:
+                members[current[-1]].append(node.group(1))
+    return members
+
+
+def ids_labelled(dot: graphviz.Digraph, text: str) -> list[str]:
+    return [node for node, label in node_labels(dot).items() if f"<B>{text}</B>" in label]
+
+
+def out_degree(dot: graphviz.Digraph, node: str) -> int:
+    return sum(1 for source, target, attrs in edges(dot)
+               if (source == node and "dir=back" not in attrs) or (target == node and "dir=back" in attrs))
+
+
+def lstm_loss(steps: int, num_layers: int = 1, bidirectional: bool = False, hidden: int = 3):
+    lstm = ts.nn.LSTM(2, hidden, num_layers=num_layers, bidirectional=bidirectional)
+    out, (h, c) = lstm(ts.randn(steps, 2, 2))
+    return lstm, out, h, c, (out * out).sum()
+
+
+def lstm_cell_loop(steps: int):
+    """An LSTMCell run by hand, each step in ``ts.scope(step=t)``; also returns the op count of
+    one call of the cell on its own."""
+    cell = ts.nn.LSTMCell(2, 3)
+    xs = ts.randn(steps, 2, 2)
+    state = None
+    for t in range(steps):
+        with ts.scope(step=t):
+            state = cell(xs[t], state)
+    alone = cell(xs[0])
+    nodes = {id(n): n for root in alone for n in topological_order(root._node)}
+    ops_per_call = sum(1 for n in nodes.values() if not n.is_leaf)
+    return cell, state, ops_per_call
+
+
+# -- structure ------------------------------------------------------------------------------------
+
+
+def test_op_level_has_a_cluster_per_step_layer_and_direction_with_the_same_ops_in_each():
+    _, out, h, c, loss = lstm_loss(steps=3, num_layers=2, bidirectional=True)
+    dot = ts.viz.draw(loss)
+    clusters = step_clusters(dot)
+    assert len(clusters) == 3 * 2 * 2
+    assert len(re.findall(r"subgraph cluster_g\d+ \{", dot.source)) == 2 * 2
+    for group in range(4):
+        assert sorted(t for g, t in clusters if g == group) == [0, 1, 2]
+    members = cluster_members(dot)
+    counts = {len(members[f"cluster_g{g}_t{t}"]) for g, t in clusters}
+    # one step of an LSTM layer: the cell's step (gates = x_proj + h W_hh^T, sigmoid, 4 gate
+    # slices, tanh(g), f*c, i*g, +, tanh(c), o*tanh(c)) plus the slice of the hoisted projection
+    assert counts == {13 + 1}
+    for gate in "ifgo":
+        assert dot.source.count(f"[gate {gate}]") == 12 * (2 if gate == "g" else 1)  # g: slice and tanh
+    titles = re.findall(r"label=<<B>([^<]*)</B>> .*style=\"rounded,filled\"", dot.source)
+    assert set(titles) == {"LSTM · layer 0 · forward", "LSTM · layer 0 · reverse",
+                           "LSTM · layer 1 · forward", "LSTM · layer 1 · reverse"}
+
+
+def test_a_cell_loop_step_has_the_cells_op_count_and_shares_each_weight_over_all_steps():
+    steps = 4
+    _, state, ops_per_call = lstm_cell_loop(steps)
+    dot = ts.viz.draw(state)
+    members = cluster_members(dot)
+    assert sorted(t for _, t in step_clusters(dot)) == list(range(steps))
+    assert {len(ids) for name, ids in members.items() if "_t" in name} == {ops_per_call}
+    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        (node,) = ids_labelled(dot, name)
+        assert out_degree(dot, node) == steps  # W.T / the bias add happen inside each call
+
+
+def test_cell_level_draws_one_box_per_step_and_each_parameter_once_with_an_edge_per_step():
+    steps = 5
+    lstm, out, h, c, loss = lstm_loss(steps)
+    dot = ts.viz.draw(loss, level="cell", params=lstm.named_parameters())
+    labels = node_labels(dot)
+    boxes = [node for node in labels if node.startswith("s")]
+    assert sorted(int(re.search(r"<B>t=(\d+)</B>", labels[b]).group(1)) for b in boxes) == list(range(steps))
+    assert all("gates i f g o" in labels[b] and "14 ops" in labels[b] for b in boxes)
+    for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+        (node,) = ids_labelled(dot, name)  # drawn once, W_hh.T and b_ih + b_hh folded into it
+        assert {target for source, target, _ in edges(dot) if source == node} == set(boxes)
+    # the recurrence: h_{t-1} and c_{t-1} enter step t as two edges from step t-1
+    ordered = sorted(boxes, key=lambda b: int(re.search(r"t=(\d+)", labels[b]).group(1)))
+    for before, after in zip(ordered, ordered[1:], strict=False):
+        assert sum(1 for s, t, _ in edges(dot) if (s, t) == (before, after)) == 2
+
+
+def test_layer_level_draws_a_box_per_layer_and_direction():
+    _, out, h, c, loss = lstm_loss(steps=3, num_layers=2, bidirectional=True)
+    labels = node_labels(ts.viz.draw(loss, level="layer"))
+    boxes = [labels[n] for n in labels if n.startswith("l")]
+    assert len(boxes) == 4 and all("t=0..2" in box for box in boxes)
+    # 3 steps of 14 ops and the output stack; layer 1 also projects layer 0's output (matmul, add),
+    # while ops on parameters alone (W.T, b_ih + b_hh, and layer 0's projection of a constant
+    # input) are drawn as the parameters
+    assert [re.search(r"(\d+) ops", box).group(1) for box in boxes] == ["43", "43", "45", "45"]
+
+
+def test_reverse_direction_keeps_time_running_left_to_right():
+    _, out, h, c, loss = lstm_loss(steps=3, bidirectional=True)
+    dot = ts.viz.draw(loss, level="cell")
+    labels = node_labels(dot)
+    step = {n: int(re.search(r"<B>t=(\d+)</B>", lab).group(1)) for n, lab in labels.items() if n[0] == "s"}
+    recurrent = [(s, t, a) for s, t, a in edges(dot) if s in step and t in step]
+    assert recurrent and all(step[s] < step[t] for s, t, _ in recurrent)  # as laid out
+    backwards = [a for _, _, a in recurrent if "dir=back" in a]
+    assert len(backwards) == 2 * 2  # h and c between the reverse direction's 3 steps
+
+
+def test_names_and_shapes_appear():
+    x = ts.randn(3, 2, requires_grad=True).named("tokens")
+    w = ts.nn.Parameter(np.ones((2, 4), np.float32), name="proj")
+    y = (x @ w).tanh().named("hidden")
+    loss = y.sum().named("loss")
+    labels = node_labels(ts.viz.draw(loss, show_values=False))
+    text = " ".join(labels.values())
+    for name, shape in (("tokens", "(3, 2)"), ("proj", "(2, 4)"), ("hidden", "(3, 4)"), ("loss", "()")):
+        (label,) = [lab for lab in labels.values() if f"<B>{name}</B>" in lab]
+        assert shape in label
+    assert "matmul" in text and "tanh" in text
+    assert len(labels) == 5  # tokens, proj, matmul, tanh (hidden), sum (loss)
+    bare = ts.viz.draw(loss, show_shapes=False, show_values=False)
+    assert "(3, 4)" not in bare.source
+
+
+def test_containers_and_several_roots_are_outputs():
+    _, out, h, c, _ = lstm_loss(steps=2)
+    dot = ts.viz.draw((out, (h, c)), legend=False)
+    assert dot.source.count("shape=doubleoctagon") == 3
+    same = ts.viz.draw({"out": out, "state": [h, c]}, legend=False)
+    assert same.source == dot.source
+    assert ts.viz.draw(out, h, c, legend=False).source == dot.source
+
+
+def test_elision_keeps_the_first_and_last_steps():
+    _, out, h, c, loss = lstm_loss(steps=12)
+    dot = ts.viz.draw(loss, max_steps=4)
+    assert sorted(t for _, t in step_clusters(dot)) == [0, 1, 10, 11]
+    labels = node_labels(dot)
+    (elided,) = [lab for n, lab in labels.items() if n.startswith("e")]
+    assert "8 more steps" in elided and "t=2..9" in elided
+    cell = node_labels(ts.viz.draw(loss, level="cell", max_steps=3))
+    assert sorted(re.search(r"<B>t=(\d+)</B>", lab).group(1) for n, lab in cell.items()
+                  if n.startswith("s")) == ["0", "1", "11"]
+    with pytest.raises(ValueError, match="max_steps must be an int >= 2"):
+        ts.viz.draw(loss, max_steps=1)
+
+
+def test_node_count_guard_suggests_cell_level_or_max_steps():
+    _, out, h, c, loss = lstm_loss(steps=150)
+    with pytest.raises(ValueError, match=r"level='cell'.*max_steps") as err:
+        ts.viz.draw(loss)
+    assert "max_nodes=None" in str(err.value)
+    assert len(step_clusters(ts.viz.draw(loss, max_nodes=None, legend=False))) == 150
+    assert len(step_clusters(ts.viz.draw(loss, max_steps=10))) == 10
+
+
+def test_hostile_names_are_escaped():
+    x = ts.randn(2, requires_grad=True).named(HOSTILE)
+    w = ts.nn.Parameter(np.ones(2, np.float32), name='w\\"};\n<&>')
+    with ts.scope(HOSTILE, module=HOSTILE, step=0):  # a label, and a cluster title
+        y = (x * w).named("]] -> evil [label=x")
+    dot = ts.viz.draw(y.sum(), show_values=True)
+    for line in dot.body:  # no user text leaks outside an HTML label or quoted string
+        assert "evil" not in line.split("label=")[0]
+    assert HOSTILE not in dot.source and "&lt;b&gt;&quot;c" in dot.source
+    if HAS_DOT:
+        svg = ET.fromstring(dot.pipe(format="svg"))
+        texts = ["".join(t.itertext()) for t in svg.iter(f"{SVG}text")]
+        assert texts.count(HOSTILE) == 2  # the cluster title and the input's name
+        assert any("]] -> evil [label=x" in text for text in texts)
+        assert any('w\\"};?<&>' in text for text in texts)  # the newline became '?'
+
+
+# -- gradients ------------------------------------------------------------------------------------
+
+
+def test_recorded_gradient_norms_label_and_colour_the_nodes():
+    x = ts.randn(3, 2, requires_grad=True).named("x")
+    w = ts.nn.Parameter(ts.randn(2, 4).data * 3, name="w")
+    hidden = (x @ w).tanh().named("hidden").retain_grad()
+    loss = (hidden * hidden).sum().named("loss")
+    before = ts.viz.draw(loss)
+    assert "‖g‖" not in before.source  # nothing recorded yet: no overlay by default
+    with ts.viz.record_grad_norms():
+        loss.backward()
+    dot = ts.viz.draw(loss, show_values=False)  # after backward: the structure is still there
+    labels = node_labels(dot)
+    (label,) = [lab for lab in labels.values() if "<B>hidden</B>" in lab]
+    assert f"‖g‖ {np.linalg.norm(hidden.grad.data):.3g}" in label
+    (label,) = [lab for lab in labels.values() if "<B>w</B>" in lab]
+    assert f"‖g‖ {np.linalg.norm(w.grad.data):.3g}" in label
+    assert "gradient norm (log scale)" in dot.source
+    assert ts.viz.draw(loss, show_grads=False).source.count("‖g‖") == 0
+
+
+def test_gradient_colours_follow_the_log_norm():
+    x = ts.tensor([1.0, 1.0], requires_grad=True).named("x")
+    scales = (1e-4, 1e-2, 1.0, 1e2)
+    branches = [(x * 1.0).named(f"s{k}") for k in range(len(scales))]
+    loss = sum((b.sum() * scale for b, scale in zip(branches, scales, strict=True)), ts.tensor(0.0))
+    with ts.viz.record_grad_norms():
+        loss.backward()
+    dot = ts.viz.draw(loss, show_values=False)
+    labels = node_labels(dot)
+    shades = []
+    for k, scale in enumerate(scales):  # dL/ds_k = scale * ones(2)
+        (node,) = [n for n, lab in labels.items() if f"<B>s{k}</B>" in lab]
+        assert f"‖g‖ {scale * np.sqrt(2):.3g}" in labels[node]
+        line = next(line for line in dot.body if line.strip().startswith(node + " "))
+        shades.append(ts.viz._GRAD_COLOURS.index(re.search(r'fillcolor="(#\w+)"', line).group(1)))
+    assert shades == sorted(shades) and shades[0] < shades[1] < shades[2] < shades[3]
+
+
+def test_show_grads_without_records_uses_leaf_grads_or_explains_how_to_record():
+    w = ts.nn.Parameter(np.full((2, 2), 2.0, np.float32), name="w")
+    loss = (w * w).sum()
+    with pytest.raises(ValueError, match=r"record_grad_norms\(\): loss.backward\(\)"):
+        ts.viz.draw(loss, show_grads=True)
+    loss.backward()
+    dot = ts.viz.draw(loss, show_grads=True, show_values=False)
+    (label,) = [lab for lab in node_labels(dot).values() if "<B>w</B>" in lab]
+    assert f"‖g‖ {np.linalg.norm(w.grad.data):.3g}" in label
+    assert "no norms recorded; use ts.viz.record_grad_norms()" in dot.source
+    assert "not recorded" in " ".join(node_labels(dot).values())
+
+
+def test_micrograd_style_values_for_tiny_graphs():
+    a = ts.tensor(2.0, requires_grad=True).named("a")
+    b = ts.tensor(-3.0, requires_grad=True).named("b")
+    out = (a * b).named("out")
+    with ts.viz.record_grad_norms():
+        out.backward()
+    labels = node_labels(ts.viz.draw(out))
+    (a_label,) = [lab for lab in labels.values() if "<B>a</B>" in lab]
+    assert "<TD>data 2</TD><TD>grad -3</TD>" in a_label  # leaves: values and .grad
+    (out_label,) = [lab for lab in labels.values() if "<B>out</B>" in lab]
+    assert "<TD>data -6</TD><TD>grad ‖g‖ 1</TD>" in out_label  # the caller holds the root
+    big = node_labels(ts.viz.draw(ts.randn(5, 5, requires_grad=True).sum()))
+    assert not any("data" in lab for lab in big.values())
+
+
+def test_drawing_never_changes_a_result():
+    def run(draw: bool) -> list[np.ndarray]:
+        ts.manual_seed(3)
+        lstm, out, h, c, loss = lstm_loss(steps=4, bidirectional=True)
+        if draw:
+            for level in ts.viz.LEVELS:
+                ts.viz.draw(loss, (h, c), level=level, max_steps=2)
+        loss.backward()
+        if draw:
+            ts.viz.draw(loss, show_grads=True)
+        return [p.grad.data for p in lstm.parameters()] + [ts.randn(3).data]
+
+    for drawn, plain in zip(run(True), run(False), strict=True):
+        np.testing.assert_array_equal(drawn, plain)
+
+
+# -- rendering ------------------------------------------------------------------------------------
+
+
+@needs_dot
+def test_svg_rendering_with_dot(tmp_path: Path):
+    lstm, out, h, c, loss = lstm_loss(steps=3, num_layers=2, bidirectional=True)
+    path = ts.viz.save(ts.viz.draw(loss, level="op"), tmp_path / "lstm.svg")
+    svg = ET.parse(path).getroot()
+    groups = list(svg.iter(f"{SVG}g"))
+    clusters = [g for g in groups if g.get("class") == "cluster"]
+    assert len(clusters) == 12 + 4 + 1  # steps, layer / direction groups, legend
+    titles = {"".join(g.find(f"{SVG}text").itertext()) for g in clusters if g.find(f"{SVG}text") is not None}
+    assert {"t=0", "t=1", "t=2", "legend"} <= titles
+    nodes = [g for g in groups if g.get("class") == "node"]
+    assert len(nodes) == len(node_labels(ts.viz.draw(loss))) + sum(
+        1 for line in ts.viz.draw(loss).body if line.strip().startswith("legend_"))
+    png = ts.viz.save(loss, tmp_path / "lstm.png", level="cell")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pdf = ts.viz.save(loss, tmp_path / "lstm.pdf", level="layer")
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    bundle = ts.viz.draw(loss, level="layer")._repr_mimebundle_()
+    assert "image/svg+xml" in bundle  # notebooks: graphviz's own rich display
+
+
+@needs_dot
+def test_the_dot_source_parses():
+    _, out, h, c, loss = lstm_loss(steps=2, bidirectional=True)
+    for level in ts.viz.LEVELS:
+        result = subprocess.run(["dot", "-Tcanon"], input=ts.viz.draw(loss, level=level).source,
+                                capture_output=True, text=True, check=False)
+        assert result.returncode == 0 and not result.stderr, result.stderr
+
+
+def test_save_dot_source_and_missing_dot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    _, out, h, c, loss = lstm_loss(steps=2)
+    dot = ts.viz.draw(loss)
+    source = ts.viz.save(dot, tmp_path / "g.dot")
+    assert source.read_text(encoding="utf-8") == dot.source
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(ts.viz.GraphvizNotFoundError, match="apt-get install graphviz") as err:
+        ts.viz.save(dot, tmp_path / "picture.svg")
+    fallback = tmp_path / "picture.dot"
+    assert str(fallback) in str(err.value)
+    assert fallback.read_text(encoding="utf-8") == dot.source
+    assert not (tmp_path / "picture.svg").exists()
+
+
+def test_bad_input_is_named():
+    _, out, h, c, loss = lstm_loss(steps=2)
+    with pytest.raises(ValueError, match="level must be one of"):
+        ts.viz.draw(loss, level="cells")
+    with pytest.raises(TypeError, match="tuples / lists / dicts of them as roots, got int"):
+        ts.viz.draw(loss, 3)
+    with pytest.raises(ValueError, match="none of the roots requires grad"):
+        ts.viz.draw(ts.randn(2))
+    with pytest.raises(ValueError, match="rankdir"):
+        ts.viz.draw(loss, rankdir="sideways")
+    with pytest.raises(TypeError, match="params must be"):
+        ts.viz.draw(loss, params=[loss])
+    with pytest.raises(ValueError, match="cannot infer the format"):
+        ts.viz.save(loss, "picture.jpeg")
+    with pytest.raises(TypeError, match="only apply when passing roots"):
+        ts.viz.save(ts.viz.draw(loss), "picture.dot", level="cell")
+
+
+def test_drawing_a_long_bidirectional_stack_is_fast():
+    """The issue's budget is 2 s for a 2-layer bidirectional LSTM over 100 steps at op level
+    (benchmarks/bench_viz.py measures it); the bound here is generous for a shared machine."""
+    _, out, h, c, loss = lstm_loss(steps=100, num_layers=2, bidirectional=True, hidden=8)
+    start = time.perf_counter()
+    dot = ts.viz.draw(loss, max_nodes=None)
+    elapsed = time.perf_counter() - start
+    assert len(step_clusters(dot)) == 400
+    assert elapsed < 6.0
+    assert re.findall(r"\[gate (\w)\]", dot.source).count("f") == 400

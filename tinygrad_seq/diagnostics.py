@@ -1,0 +1,377 @@
+"""Gradient flow through time as numbers: ||dL/dh_t|| per step, and the spectra behind it.
+
+Backpropagation through time multiplies the gradient by one Jacobian d s_t / d s_{t-1} per step
+(s is the recurrent state: h, or (h, c) for an LSTM). When those Jacobians shrink vectors the
+gradient reaching early steps vanishes; when they stretch them it explodes. ``gradient_flow``
+measures the result (||dL/dh_t|| for every t); ``jacobian_spectrum`` measures the cause (the
+singular values and spectral radius of each step's Jacobian and of W_hh). With matplotlib
+installed (``pip install 'tinygrad_seq[plot]'``) both plot to an image.
+
+Nothing here disturbs training: the extra backward passes keep the graph (``retain_graph``) and
+every ``.grad`` they touch is put back. They do run the user's tensor hooks.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import creation
+from .autograd import Node, enable_grad, no_grad, observe_backward, run_backward, topological_order
+from .nn.module import Module
+from .nn.rnn import GRU, GRU_GATES, LSTM, LSTM_GATES, RNN, GRUCell, LSTMCell, RNNCell
+from .tensor import Tensor
+
+# ---------------------------------------------------------------------------------------------
+# Gradients at chosen nodes, without side effects
+
+
+@contextmanager
+def _grads_restored(tensors: Sequence[Tensor]) -> Iterator[None]:
+    """Put every listed tensor's ``.grad`` back as it was when the block exits."""
+    saved = [tensor.grad for tensor in tensors]
+    try:
+        yield
+    finally:
+        for tensor, grad in zip(tensors, saved, strict=True):
+            tensor.grad = grad
+
+
+def _check_loss(loss: Any, owner: str) -> None:
+    if not isinstance(loss, Tensor):
+        raise TypeError(f"{owner}: loss must be a Tensor, got {type(loss).__name__}")
+    if loss._node is None:
+        raise ValueError(f"{owner}: loss does not require grad, so no gradient flows from it")
+    if loss.size != 1:
+        raise ValueError(f"{owner}: loss must be a scalar (one element), got shape {loss.shape}")
+
+
+def _gradients_at(loss: Tensor, nodes: Sequence[Node], owner: str) -> list[np.ndarray | None]:
+    """dL/d(node) for each node (None where backward does not reach it), from one extra backward
+    that keeps the graph and leaves every ``.grad`` as it was."""
+    _check_loss(loss, owner)
+    graph = topological_order(loss._node)
+    if any(node.released for node in graph):
+        raise RuntimeError(f"{owner}: the graph of loss was freed by an earlier backward(); call "
+                           f"{owner} before loss.backward(), or pass retain_graph=True to that backward")
+    holders = [t for t in (node.tensor() for node in graph if node.tensor is not None) if t is not None]
+    wanted = {id(node): index for index, node in enumerate(nodes)}
+    captured: list[np.ndarray | None] = [None] * len(nodes)
+
+    def capture(node: Node, grad: np.ndarray) -> None:
+        index = wanted.get(id(node))
+        if index is not None:
+            captured[index] = grad
+
+    with _grads_restored(holders), observe_backward(capture):
+        run_backward(loss._node, np.ones(loss.shape, loss.dtype), retain_graph=True)
+    return captured
+
+
+def _step_norms(grad: np.ndarray | None, shape: tuple, directions: int, time_axis: int | None) -> np.ndarray:
+    """Norms of a gradient per direction (halves of the last dim) and, if ``time_axis``, per step."""
+    if grad is None:  # backward never reached it: the gradient is zero
+        grad = np.zeros(shape)
+    parts = np.split(np.asarray(grad, dtype=np.float64), directions, axis=-1)
+    if time_axis is None:
+        return np.array([np.linalg.norm(part) for part in parts])
+    moved = [np.moveaxis(part, time_axis, 0).reshape(part.shape[time_axis], -1) for part in parts]
+    return np.stack([np.linalg.norm(part, axis=1) for part in moved])
+
+
+def gradient_flow(loss: Tensor, hidden_states: Tensor | Sequence[Tensor], *, directions: int = 1,
+                  time_dim: int = 0) -> np.ndarray:
+    """||dL/dh_t|| for every step t: shape (T,), or (directions, T) when ``directions`` > 1.
+
+    ``hidden_states`` is either a list of per-step states (what a cell loop produces: then the
+    norm is of the *total* gradient reaching h_t, through the recurrence and any direct use), or
+    one stacked tensor with time along ``time_dim``. A layer's stacked ``output`` is a copy made
+    after the loop, so its gradient is only the direct dL/d output_t, not the gradient flowing
+    through time; ``layer_gradient_flow`` gives that for layers. For bidirectional states the
+    last dim is split into ``directions`` equal parts (forward first, as layers concatenate them).
+
+    Call it before ``loss.backward()`` (it needs the graph). States backward does not reach get
+    norm 0. Runs one extra backward; every ``.grad`` is left as it was.
+    """
+    owner = "gradient_flow"
+    if isinstance(directions, bool) or not isinstance(directions, int) or directions < 1:
+        raise ValueError(f"{owner}: directions must be a positive int, got {directions!r}")
+    stacked = isinstance(hidden_states, Tensor)
+    states = [hidden_states] if stacked else list(hidden_states)
+    if not states:
+        raise ValueError(f"{owner}: hidden_states is empty")
+    for index, state in enumerate(states):
+        where = "hidden_states" if stacked else f"hidden_states[{index}]"
+        if not isinstance(state, Tensor):
+            raise TypeError(f"{owner}: {where} must be a Tensor, got {type(state).__name__}")
+        if state._node is None:
+            raise ValueError(f"{owner}: {where} does not require grad, so it is not in the graph of loss")
+        if state.ndim == 0 or state.shape[-1] % directions:
+            raise ValueError(f"{owner}: {where} has shape {state.shape}; its last dim must split into "
+                             f"{directions} equal direction parts")
+    if stacked:
+        time_axis = time_dim + hidden_states.ndim if time_dim < 0 else time_dim
+        if not 0 <= time_axis < hidden_states.ndim - 1:
+            raise ValueError(f"{owner}: time_dim {time_dim} is out of range for stacked states of shape "
+                             f"{hidden_states.shape} (the last dim holds the features)")
+    grads = _gradients_at(loss, [state._node for state in states], owner)
+    if stacked:
+        norms = _step_norms(grads[0], hidden_states.shape, directions, time_axis)
+    else:
+        norms = np.stack([_step_norms(g, s.shape, directions, None) for g, s in zip(grads, states,
+                                                                                    strict=True)], axis=1)
+    return norms[0] if directions == 1 else norms
+
+
+def layer_gradient_flow(loss: Tensor) -> dict[tuple[str | None, int, int], np.ndarray]:
+    """||dL/dh_t|| through time inside every recurrent layer (RNN, LSTM, GRU) that ``loss`` uses.
+
+    Keys are (module path, layer, direction); values have one norm per time step, in time order
+    (t = 0 .. T-1, also for the reverse direction). The states are found from provenance: each
+    layer direction ends with a ``stack`` of its per-step outputs h_t, recorded with the layer and
+    direction, whose inputs each carry their time step. Same side-effect rules as gradient_flow.
+    An LSTM with ``fused=True`` keeps h and c in one tensor per step: its norms are of (h_t, c_t).
+    """
+    owner = "layer_gradient_flow"
+    _check_loss(loss, owner)
+    groups: dict[tuple, list[Node]] = {}
+    for node in topological_order(loss._node):
+        prov = node.prov
+        if node.op != "stack" or prov is None or prov.layer is None or prov.step is not None:
+            continue
+        group = (prov.module, prov.layer, prov.direction)
+        if all(p is not None and p.prov is not None and p.prov.step is not None
+               and (p.prov.module, p.prov.layer, p.prov.direction) == group for p in node.parents):
+            groups[prov.module, prov.layer, prov.direction or 0] = sorted(node.parents,
+                                                                         key=lambda p: p.prov.step)
+    if not groups:
+        raise ValueError(f"{owner}: loss does not depend on any recurrent layer (RNN, LSTM, GRU) output")
+    ordered = sorted(groups.items(), key=lambda item: (str(item[0][0]), item[0][1], item[0][2]))
+    grads = iter(_gradients_at(loss, [node for _, states in ordered for node in states], owner))
+    return {key: np.array([_step_norms(next(grads), node.shape, 1, None)[0] for node in states])
+            for key, states in ordered}
+
+
+# ---------------------------------------------------------------------------------------------
+# Jacobian spectra
+
+
+_CELL_OF_LAYER = {RNN: RNNCell, LSTM: LSTMCell, GRU: GRUCell}
+_WEIGHT_BLOCKS = {RNNCell: ("hh",), LSTMCell: LSTM_GATES, GRUCell: GRU_GATES}
+
+
+@dataclass(frozen=True)
+class JacobianSpectrum:
+    """The eigenvalue story of one recurrence, as numbers.
+
+    singular_values: (T, S), descending, of J_t = d s_t / d s_{t-1} at each step t in time order,
+        where s is the state (h, or h and c concatenated for an LSTM: S = state_count * H).
+    spectral_radius: (T,), max |eigenvalue| of J_t.
+    weight_singular_values / weight_spectral_radius: of W_hh's H x H block per gate ("hh" for an
+        Elman RNN, i f g o for an LSTM, r z n for a GRU).
+    """
+
+    singular_values: np.ndarray
+    spectral_radius: np.ndarray
+    weight_singular_values: dict[str, np.ndarray]
+    weight_spectral_radius: dict[str, float]
+    state_names: tuple[str, ...]
+
+
+def _array(value: Any) -> np.ndarray:
+    return np.asarray(value.data if isinstance(value, Tensor) else value)
+
+
+def _time_major(x: np.ndarray, batch_first: bool) -> np.ndarray:
+    if x.ndim == 2:
+        return x[:, None, :]
+    return x.swapaxes(0, 1) if batch_first else x
+
+
+def _recurrence(module: Module, inputs: Any, state: Any, layer: int, direction: int,
+                owner: str) -> tuple[Module, np.ndarray, tuple[np.ndarray, ...] | None]:
+    """(a cell computing one step, its inputs (T, B, I) in processing order, its initial state)."""
+    x = _array(inputs)
+    states = None if state is None else tuple(
+        _array(part) for part in (state if isinstance(state, (tuple, list)) else (state,)))
+    if type(module) in _WEIGHT_BLOCKS:
+        if layer != 0 or direction != 0:
+            raise ValueError(f"{owner}: a cell has one layer and direction, got layer={layer}, "
+                             f"direction={direction}")
+        if x.ndim not in (2, 3) or x.shape[-1] != module.input_size:
+            raise ValueError(f"{owner}: expected inputs of shape (T, B, {module.input_size}) or "
+                             f"(T, {module.input_size}) for {type(module).__name__}, got {x.shape}")
+        states = None if states is None else tuple(s[None] if s.ndim == 1 else s for s in states)
+        return module, _time_major(x, False), states
+    if type(module) not in _CELL_OF_LAYER:
+        raise TypeError(f"{owner}: expected an RNN / LSTM / GRU layer or cell, got {type(module).__name__}")
+    directions = 2 if module.bidirectional else 1
+    if not (0 <= layer < module.num_layers and 0 <= direction < directions):
+        raise ValueError(f"{owner}: {type(module).__name__} has {module.num_layers} layer(s) and "
+                         f"{directions} direction(s), got layer={layer}, direction={direction}")
+    if x.ndim not in (2, 3) or x.shape[-1] != module.input_size:
+        raise ValueError(f"{owner}: expected inputs of shape (T, B, {module.input_size}) (batch-first if "
+                         f"the layer is) or (T, {module.input_size}), got {x.shape}")
+    if layer:
+        # The layers below, run by a shallow copy of the module that stops after them (in eval
+        # mode: no dropout); it shares the parameters, and the original is not touched.
+        below = copy.copy(module)
+        object.__setattr__(below, "num_layers", layer)
+        object.__setattr__(below, "training", False)
+        below_state = None if states is None else tuple(Tensor(s[:layer * directions]) for s in states)
+        with no_grad():
+            output, _ = below(Tensor(x), None if below_state is None
+                              else below_state if len(below_state) == 2 else below_state[0])
+        x = output.data
+    kind = _CELL_OF_LAYER[type(module)]
+    extra = {"nonlinearity": module.nonlinearity} if kind is RNNCell else {}
+    generator = creation.generator()
+    rng_state = generator.bit_generator.state
+    try:
+        cell = kind(x.shape[-1], module.hidden_size, bias=module.bias, **extra)
+    finally:  # the cell's own initial weights are replaced below: leave the user's random stream alone
+        generator.bit_generator.state = rng_state
+    suffix = f"_l{layer}" + ("_reverse" if direction else "")
+    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):  # share the layer's, not copies
+        cell.register_parameter(name, getattr(module, name + suffix, None))
+    sequence = _time_major(x, module.batch_first)
+    if states is not None:
+        slot = layer * directions + direction
+        states = tuple(s[slot][None] if s.ndim == 2 else s[slot] for s in states)
+    return cell, (sequence[::-1] if direction else sequence), states
+
+
+def jacobian_spectrum(module: Module, inputs: Any, state: Any = None, *, layer: int = 0, direction: int = 0,
+                      batch_index: int = 0) -> JacobianSpectrum:
+    """Singular values and spectral radius of d s_t / d s_{t-1} along a trajectory, and of W_hh.
+
+    module: an RNNCell / LSTMCell / GRUCell, or an RNN / LSTM / GRU layer with the ``layer`` and
+        ``direction`` to study (higher layers see the outputs of the layers below, without dropout).
+    inputs: the input sequence, (T, B, I) or (T, I) (a layer's ``batch_first`` applies).
+    state: the initial state in the module's own format (zeros if omitted).
+
+    Each step's Jacobian comes from one backward pass on batch element ``batch_index``, repeated
+    S times with a one-hot output gradient per row. The module's ``.grad`` fields are left as
+    they were; results of later steps use the module's dtype (use float64 for exact comparisons).
+    """
+    owner = "jacobian_spectrum"
+    cell, sequence, states = _recurrence(module, inputs, state, layer, direction, owner)
+    if not 0 <= batch_index < sequence.shape[1]:
+        raise IndexError(f"{owner}: batch_index {batch_index} is out of range for a batch of "
+                         f"{sequence.shape[1]}")
+    hidden, count = cell.hidden_size, 2 if isinstance(cell, LSTMCell) else 1
+    size = count * hidden
+    dtype = cell.weight_hh.dtype
+    if states is None:
+        current = [np.zeros(hidden, dtype)] * count
+    else:
+        current = [np.asarray(s, dtype)[batch_index] for s in states]
+    rows = np.eye(size, dtype=dtype).reshape(size, count, hidden)  # row i: d(s_t[i]) / d s_{t-1}
+    jacobians = []
+    with _grads_restored(list(cell.parameters())), enable_grad():
+        for x_t in sequence:
+            x = Tensor(np.repeat(x_t[batch_index:batch_index + 1], size, axis=0), dtype=dtype)
+            previous = [Tensor(np.repeat(part[None], size, axis=0), requires_grad=True) for part in current]
+            new = cell(x, tuple(previous) if count == 2 else previous[0])
+            new = new if count == 2 else (new,)
+            seeded = sum((part * Tensor(rows[:, k]) for k, part in enumerate(new)), Tensor(0.0, dtype=dtype))
+            seeded.sum().backward()
+            jacobians.append(np.concatenate([p.grad.data for p in previous], axis=1))
+            current = [part.data[0] for part in new]
+    if direction:  # processed from the last step back: report in time order
+        jacobians.reverse()
+    stacked = np.stack(jacobians).astype(np.float64)
+    blocks = _WEIGHT_BLOCKS[type(cell)]
+    w_hh = np.asarray(cell.weight_hh.data, dtype=np.float64)
+    weights = {name: w_hh[k * hidden:(k + 1) * hidden] for k, name in enumerate(blocks)}
+    return JacobianSpectrum(
+        singular_values=np.linalg.svd(stacked, compute_uv=False),
+        spectral_radius=np.abs(np.linalg.eigvals(stacked)).max(axis=1),
+        weight_singular_values={name: np.linalg.svd(w, compute_uv=False) for name, w in weights.items()},
+        weight_spectral_radius={name: float(np.abs(np.linalg.eigvals(w)).max())
+                                for name, w in weights.items()},
+        state_names=("h", "c") if count == 2 else ("h",),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots (matplotlib is optional: imported only here)
+
+
+def _figure(owner: str, panels: int) -> Any:
+    """A matplotlib Figure on the Agg canvas (no pyplot: the user's backend is left alone)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as err:
+        raise ImportError(f"{owner} needs matplotlib, an optional extra: pip install 'tinygrad_seq[plot]' "
+                          "(or pip install matplotlib)") from err
+    figure = Figure(figsize=(6 * panels, 4), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _flow_series(norms: Any) -> dict[str, np.ndarray]:
+    if isinstance(norms, Mapping):
+        series = {}
+        for key, values in norms.items():
+            if isinstance(key, tuple) and len(key) == 3:
+                module, layer, direction = key
+                key = f"{module or ''} layer {layer} {'reverse' if direction else 'forward'}".strip()
+            series[str(key)] = np.asarray(values, dtype=np.float64)
+        return series
+    array = np.asarray(norms, dtype=np.float64)
+    if array.ndim == 1:
+        return {"||dL/dh_t||": array}
+    if array.ndim == 2:
+        return {("forward" if d == 0 else "reverse" if array.shape[0] == 2 else f"part {d}"): row
+                for d, row in enumerate(array)}
+    raise ValueError(f"plot_gradient_flow: expected norms of shape (T,) or (directions, T), or a dict of "
+                     f"them, got shape {array.shape}")
+
+
+def plot_gradient_flow(norms: Any, path: str | Path) -> Any:
+    """Plot ||dL/dh_t|| against t on a log scale to ``path`` (format from the suffix, e.g. .png).
+
+    ``norms``: what ``gradient_flow`` or ``layer_gradient_flow`` returned. Returns the Figure.
+    Zero norms (steps backward never reached) are left out of the log-scale curve.
+    """
+    figure = _figure("plot_gradient_flow", 1)
+    axes = figure.add_subplot()
+    for label, values in _flow_series(norms).items():
+        axes.plot(np.arange(len(values)), np.where(values > 0, values, np.nan), marker=".", label=label)
+    axes.set(yscale="log", xlabel="time step t", ylabel="||dL/dh_t||", title="gradient flow through time")
+    axes.legend()
+    figure.savefig(path)
+    return figure
+
+
+def plot_jacobian_spectrum(spectrum: JacobianSpectrum, path: str | Path) -> Any:
+    """Plot the per-step Jacobian singular values and spectral radius, and W_hh's singular values
+    per gate, to ``path``; 1 is marked (above it gradients grow, below it they shrink)."""
+    if not isinstance(spectrum, JacobianSpectrum):
+        raise TypeError(f"plot_jacobian_spectrum: expected a JacobianSpectrum, got {type(spectrum).__name__}")
+    figure = _figure("plot_jacobian_spectrum", 2)
+    steps_axes, weight_axes = figure.subplots(1, 2)
+    steps = np.arange(len(spectrum.spectral_radius))
+    steps_axes.plot(steps, spectrum.singular_values, color="#9aa7b5", linewidth=0.8)
+    steps_axes.plot(steps, spectrum.singular_values[:, 0], color="#1f5fa8", label="largest singular value")
+    steps_axes.plot(steps, spectrum.spectral_radius, color="#c0392b", linestyle="--", label="spectral radius")
+    steps_axes.axhline(1.0, color="black", linewidth=0.8)
+    steps_axes.set(yscale="log", xlabel="time step t", title="d s_t / d s_{t-1}")
+    steps_axes.legend()
+    for position, (name, values) in enumerate(spectrum.weight_singular_values.items()):
+        weight_axes.scatter(np.full(len(values), position), values, marker="_", s=300)
+        weight_axes.scatter([position], [spectrum.weight_spectral_radius[name]], marker="x", color="#c0392b")
+    names = list(spectrum.weight_singular_values)
+    weight_axes.set_xticks(range(len(names)), names)
+    weight_axes.axhline(1.0, color="black", linewidth=0.8)
+    weight_axes.set(xlabel="gate block of W_hh", title="W_hh singular values (x: spectral radius)")
+    figure.savefig(path)
+    return figure

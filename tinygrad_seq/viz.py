@@ -1,0 +1,613 @@
+"""Pictures of the unrolled graph: ``ts.viz.draw(loss)`` returns a ``graphviz.Digraph``.
+
+The picture is read off what the graph already records, never guessed from shapes: every node
+keeps its op, shape, name and the provenance that was current when it was made (module path,
+layer, direction, time step, gate; see ``tinygrad_seq.provenance``). Three levels of detail:
+
+- ``"op"``: every primitive op, inside one cluster per time step (labelled t=0 .. T-1), inside
+  one cluster per module / layer / direction;
+- ``"cell"``: one box per time step of each recurrent layer and direction, with the edges that
+  enter it (x_t, the previous step's state) and leave it;
+- ``"layer"``: one box per layer and direction.
+
+Only tensors that require grad are in the graph: inputs without ``requires_grad`` and ops on
+constants do not appear. At the cell and layer levels, ops computed from parameters alone (such
+as ``W_hh.T`` or ``b_ih + b_hh``, made once before the time loop) are drawn as part of those
+parameters, so each shared weight is drawn once with an edge into every step that uses it.
+
+Gradients: nodes do not keep gradients, and normal training pays nothing for pictures. Wrap a
+backward in ``record_grad_norms()`` to store each node's gradient norm (``Node.grad_norm``);
+``draw(..., show_grads=True)`` then colours nodes by that norm on a log scale. Leaves need no
+recording: their norm comes from ``.grad``.
+
+A node keeps its structure after ``backward()`` (only the arrays saved for the backward pass are
+freed), so a graph can be drawn before or after backward; drawing never changes a result.
+Rendering needs the Graphviz ``dot`` program (``save``); notebooks display the returned Digraph
+through graphviz's own rich display.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import graphviz
+import numpy as np
+
+from .autograd import Node, observe_backward, topological_order
+from .nn.module import Parameter
+from .tensor import Tensor
+
+LEVELS = ("op", "cell", "layer")
+DEFAULT_MAX_NODES = 2000
+"""The node-count guard: larger pictures take graphviz minutes and are unreadable anyway."""
+
+SAVE_FORMATS = ("svg", "png", "pdf", "dot", "gv")
+
+# Fill colours of the node kinds; with show_grads the fill shows the gradient and the shape
+# alone tells the kinds apart.
+_KIND_STYLES: dict[str, dict[str, str]] = {
+    "parameter": {"shape": "cylinder", "fillcolor": "#f9d9a6"},
+    "input": {"shape": "parallelogram", "fillcolor": "#cfe3f7"},
+    "output": {"shape": "doubleoctagon", "fillcolor": "#c8ebc4"},
+    "op": {"shape": "box", "fillcolor": "#f2f2f2"},
+    "step": {"shape": "box", "fillcolor": "#fff4c2"},
+    "layer": {"shape": "box3d", "fillcolor": "#fff4c2"},
+    "elided": {"shape": "note", "fillcolor": "#ffffff"},
+}
+_KIND_DESCRIPTIONS = {
+    "parameter": "parameter (drawn once, shared by every step)",
+    "input": "input leaf (requires grad, not a Parameter)",
+    "output": "output (a root passed to draw)",
+    "op": "op",
+    "step": "one time step of a cell",
+    "layer": "one layer and direction",
+    "elided": "elided time steps",
+}
+# ColorBrewer YlOrRd: vanishing gradients look faded, exploding ones dark red.
+_GRAD_COLOURS = ("#ffffcc", "#ffeda0", "#fed976", "#feb24c", "#fd8d3c", "#fc4e2a", "#e31a1c", "#bd0026",
+                 "#800026")
+_DARK_FROM = 6  # colours from this index on need white text
+_ZERO_GRAD_COLOUR = "#d0d0d0"
+_DIRECTION_COLOURS = {None: "#f6f6f6", 0: "#eef5fc", 1: "#fcf1ee"}
+
+
+class GraphvizNotFoundError(RuntimeError):
+    """Rendering needs the Graphviz ``dot`` program, which is not installed."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient norms
+
+
+@contextmanager
+def record_grad_norms() -> Iterator[None]:
+    """Store on every node that backward reaches the norm of its gradient (``Node.grad_norm``).
+
+    ``with ts.viz.record_grad_norms(): loss.backward()`` and then ``draw(loss, show_grads=True)``.
+    Opt-in, because normal training should not pay for a norm per op. A later backward through
+    the same nodes overwrites the norms; nodes backward does not reach keep None.
+    """
+    def record(node: Node, grad: np.ndarray) -> None:
+        node.grad_norm = float(np.linalg.norm(grad))
+
+    with observe_backward(record):
+        yield
+
+
+def _leaf_grad_norm(node: Node) -> float | None:
+    """A recorded norm if there is one, else the norm of the leaf's ``.grad``."""
+    if node.grad_norm is not None:
+        return node.grad_norm
+    tensor = node.tensor() if node.tensor is not None else None
+    if tensor is None or tensor.grad is None:
+        return None
+    return float(np.linalg.norm(tensor.grad.data))
+
+
+# ---------------------------------------------------------------------------------------------
+# Escaping: every user-controlled text goes through one of these two.
+
+
+def _html(text: object) -> str:
+    """Text for an HTML-like label: markup characters become entities, control characters '?'."""
+    out = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    return "".join(c if c.isprintable() else "?" for c in out)
+
+
+def _plain(text: object) -> str:
+    """Text for a quoted attribute (tooltips): backslashes literal, graphviz quotes the rest."""
+    return graphviz.escape("".join(c if c.isprintable() else "?" for c in str(text)))
+
+
+def _label(*lines: str) -> str:
+    """An HTML-like label from already escaped lines."""
+    return "<" + "<BR/>".join(lines) + ">"
+
+
+# ---------------------------------------------------------------------------------------------
+# Collecting the graph
+
+
+def _root_nodes(roots: tuple) -> dict[int, tuple[Node, Tensor | None]]:
+    """The graph nodes of ``roots`` (tensors, nodes, and nested tuples / lists / dicts of them),
+    by id; tensors that do not require grad have no graph and are skipped."""
+    found: dict[int, tuple[Node, Tensor | None]] = {}
+    stack: list[Any] = list(reversed(roots))
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Tensor):
+            if item._node is not None:
+                found.setdefault(id(item._node), (item._node, item))
+        elif isinstance(item, Node):
+            found.setdefault(id(item), (item, None))
+        elif isinstance(item, Mapping):
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, (tuple, list)):
+            stack.extend(reversed(item))
+        elif item is not None:
+            raise TypeError(f"draw: expected Tensors or tuples / lists / dicts of them as roots, "
+                            f"got {type(item).__name__}")
+    if not found:
+        raise ValueError("draw: nothing to draw: none of the roots requires grad (inputs without "
+                         "requires_grad=True and results of no_grad code have no graph)")
+    return found
+
+
+def _reachable(root_nodes: list[Node]) -> list[Node]:
+    """Every node reachable from the roots, parents before children (iterative walk)."""
+    if len(root_nodes) == 1:
+        return topological_order(root_nodes[0])[::-1]
+    # A throwaway node joining the roots lets one walk visit shared subgraphs once.
+    joined = Node(None, tuple(root_nodes), "roots", (), np.dtype(np.float32))
+    return topological_order(joined)[:0:-1]
+
+
+def _parameter_names(params: Iterable[tuple[str, Tensor]] | Mapping[str, Tensor] | None) -> dict[int, str]:
+    if params is None:
+        return {}
+    pairs = params.items() if isinstance(params, Mapping) else params
+    names = {}
+    for pair in pairs:
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[1], Tensor)):
+            raise TypeError("draw: params must be (name, tensor) pairs such as model.named_parameters() "
+                            f"or a dict of them, got an item of type {type(pair).__name__}")
+        names[id(pair[1])] = str(pair[0])
+    return names
+
+
+def _group_of(node: Node) -> tuple | None:
+    """The (module, layer, direction) cluster a node belongs to; None outside recurrences."""
+    prov = node.prov
+    if prov is None or (prov.layer is None and prov.direction is None and prov.step is None):
+        return None
+    return prov.module, prov.layer, prov.direction
+
+
+def _group_title(group: tuple) -> str:
+    module, layer, direction = group
+    parts = [module or "steps"]
+    if layer is not None:
+        parts.append(f"layer {layer}")
+    if direction is not None:
+        parts.append("reverse" if direction else "forward")
+    return " · ".join(parts)
+
+
+def _step_of(node: Node) -> int | None:
+    return None if node.prov is None else node.prov.step
+
+
+# ---------------------------------------------------------------------------------------------
+# Units: what one DOT node stands for (one op, one leaf, one time step, one layer, elided steps)
+
+
+class _Unit:
+    __slots__ = ("id", "kind", "members", "group", "step", "time", "exits")
+
+    def __init__(self, unit_id: str, kind: str, group: tuple | None, step: int | None,
+                 time: float | None) -> None:
+        self.id, self.kind, self.group, self.step, self.time = unit_id, kind, group, step, time
+        self.members: list[Node] = []
+        self.exits: dict[int, Node] = {}  # members whose value leaves the unit (their gradient is its)
+
+    def grad_norm(self) -> float | None:
+        if len(self.members) == 1:
+            node = self.members[0]
+            return _leaf_grad_norm(node) if node.is_leaf else node.grad_norm
+        norms = [node.grad_norm for node in self.exits.values() if node.grad_norm is not None]
+        return math.sqrt(sum(n * n for n in norms)) if norms else None
+
+
+class _Picture:
+    """Assigns nodes to units and units to clusters, then writes the Digraph."""
+
+    def __init__(self, roots: dict[int, tuple[Node, Tensor | None]], level: str, max_steps: int | None,
+                 names: dict[int, str]) -> None:
+        self.level = level
+        self.roots = roots
+        self.names = names
+        self.nodes = _reachable([node for node, _ in roots.values()])
+        self.param_sources = self._fold_parameter_ops() if level != "op" else {}
+        self.kept_steps = self._kept_steps(max_steps) if level != "layer" else {}
+        self.units: dict[Any, _Unit] = {}
+        self.unit_of: dict[int, _Unit] = {}
+        for node in self.nodes:
+            if id(node) not in self.param_sources:
+                self._assign(node)
+        self.edges = self._edges()
+
+    # -- which unit a node belongs to -----------------------------------------------------------
+    def _leaf_kind(self, node: Node) -> str:
+        tensor = node.tensor() if node.tensor is not None else None
+        return "parameter" if isinstance(tensor, Parameter) or id(tensor) in self.names else "input"
+
+    def _fold_parameter_ops(self) -> dict[int, list[Node]]:
+        """Ops outside any time step computed from parameters alone (``W.T``, ``b_ih + b_hh``),
+        mapped to those parameters: cell and layer pictures draw them as the parameters."""
+        sources: dict[int, list[Node]] = {}
+        for node in self.nodes:
+            if node.is_leaf or id(node) in self.roots or _step_of(node) is not None:
+                continue
+            found: dict[int, Node] = {}
+            for parent in node.parents:
+                if parent is None:
+                    continue
+                if id(parent) in sources:
+                    found.update((id(p), p) for p in sources[id(parent)])
+                elif parent.is_leaf and self._leaf_kind(parent) == "parameter":
+                    found[id(parent)] = parent
+                else:
+                    break
+            else:
+                if found:
+                    sources[id(node)] = list(found.values())
+        return sources
+
+    def _kept_steps(self, max_steps: int | None) -> dict[tuple, tuple[set, list]]:
+        """Per group whose steps exceed ``max_steps``: (steps kept, steps elided)."""
+        if max_steps is None:
+            return {}
+        steps: dict[tuple, set] = {}
+        for node in self.nodes:
+            step = _step_of(node)
+            if step is not None and not node.is_leaf:
+                steps.setdefault(_group_of(node), set()).add(step)
+        kept = {}
+        for group, present in steps.items():
+            if len(present) > max_steps:
+                ordered = sorted(present)
+                head = (max_steps + 1) // 2
+                keep = set(ordered[:head] + ordered[len(ordered) - (max_steps - head):])
+                kept[group] = (keep, [s for s in ordered if s not in keep])
+        return kept
+
+    def _assign(self, node: Node) -> None:
+        group, step = _group_of(node), _step_of(node)
+        if node.is_leaf:
+            key, kind, group, step = id(node), self._leaf_kind(node), None, None
+        else:
+            kind = "output" if id(node) in self.roots else "op"
+            key = id(node)
+            elision = self.kept_steps.get(group)
+            if step is not None and elision is not None and step not in elision[0]:
+                key, kind = ("elided", group), "elided"
+            elif self.level == "cell" and step is not None:
+                key, kind = ("step", group, step), "step"
+            elif self.level == "layer" and group is not None:
+                key, kind, step = ("layer", group), "layer", None
+        unit = self.units.get(key)
+        if unit is None:
+            if kind == "elided":
+                elided = self.kept_steps[group][1]
+                step, time = None, (elided[0] + elided[-1]) / 2
+            else:
+                time = step
+            prefix = {"step": "s", "layer": "l", "elided": "e"}.get(kind, "n")
+            unit_id = f"{prefix}{node.seq}"
+            unit = self.units[key] = _Unit(unit_id, kind, group, step, time)
+        unit.members.append(node)
+        if id(node) in self.roots:
+            unit.exits[id(node)] = node
+        self.unit_of[id(node)] = unit
+
+    # -- edges ----------------------------------------------------------------------------------
+    def _edges(self) -> dict[tuple, list]:
+        """[source unit, target unit, source node, count] per drawn edge: one per distinct tensor
+        entering a unit (h and c are two edges), but one per pair of units where steps are elided."""
+        edges: dict[tuple, list] = {}
+        for node in self.nodes:
+            target = self.unit_of.get(id(node))
+            if target is None:  # folded into its parameters
+                continue
+            for parent in node.parents:
+                if parent is None:
+                    continue
+                for via in self.param_sources.get(id(parent), (parent,)):
+                    source = self.unit_of[id(via)]
+                    if source is target:
+                        continue
+                    elided = source.kind == "elided" or target.kind == "elided"
+                    key = (source.id, target.id) if elided else (source.id, target.id, id(via))
+                    edge = edges.get(key)
+                    if edge is None:
+                        edges[key] = [source, target, via, 1]
+                    elif edge[2] is not via:
+                        edge[3] += 1
+                    source.exits[id(via)] = via
+        return edges
+
+    # -- output ---------------------------------------------------------------------------------
+    def render(self, show_shapes: bool, scale: _GradScale | None, show_values: bool, rankdir: str,
+               legend: bool) -> graphviz.Digraph:
+        dot = graphviz.Digraph(graph_attr={"rankdir": rankdir, "fontname": "Helvetica", "newrank": "true"},
+                               node_attr={"fontname": "Helvetica", "fontsize": "10", "style": "filled"},
+                               edge_attr={"fontname": "Helvetica", "fontsize": "8", "color": "#555555"})
+        loose, groups = [], {}
+        for unit in self.units.values():
+            if unit.group is None or unit.kind == "layer":  # a layer box already names its group
+                loose.append(unit)
+            else:
+                groups.setdefault(unit.group, {}).setdefault(
+                    unit.step if self.level == "op" else None, []).append(unit)
+        for unit in loose:
+            self._emit_unit(dot, unit, show_shapes, scale, show_values)
+        for number, (group, by_step) in enumerate(groups.items()):
+            with dot.subgraph(name=f"cluster_g{number}") as cluster:
+                cluster.attr(label=_label(f"<B>{_html(_group_title(group))}</B>"), style="rounded,filled",
+                             color="#9aa7b5", fillcolor=_DIRECTION_COLOURS.get(group[2], "#f6f6f6"))
+                for unit in by_step.pop(None, []):
+                    self._emit_unit(cluster, unit, show_shapes, scale, show_values)
+                for step in sorted(by_step):
+                    with cluster.subgraph(name=f"cluster_g{number}_t{step}") as step_cluster:
+                        step_cluster.attr(label=f"t={step}", style="rounded,filled", color="#b8c2cc",
+                                          fillcolor="#ffffff")
+                        for unit in by_step[step]:
+                            self._emit_unit(step_cluster, unit, show_shapes, scale, show_values)
+        for source, target, via, count in self.edges.values():
+            self._emit_edge(dot, source, target, via, count, show_shapes, scale)
+        if legend:
+            self._emit_legend(dot, scale)
+        return dot
+
+    def _title(self, node: Node) -> tuple[str, str | None]:
+        """(bold title, op line or None) of one node."""
+        name = self.names.get(id(node.tensor())) if node.is_leaf and node.tensor is not None else None
+        name = name or node.name
+        if node.is_leaf:
+            return _html(name or "leaf"), None
+        op = node.op + (f" [gate {node.prov.gate}]" if node.prov is not None and node.prov.gate else "")
+        return (_html(name), _html(op)) if name else (_html(op), None)
+
+    def _unit_lines(self, unit: _Unit, show_shapes: bool) -> list[str]:
+        first = unit.members[0]
+        if unit.kind == "elided":
+            _, elided = self.kept_steps[unit.group]
+            return [f"<B>… {len(elided)} more steps …</B>", f"t={elided[0]}..{elided[-1]}"]
+        if unit.kind == "step":
+            gates = list(dict.fromkeys(n.prov.gate for n in unit.members if n.prov.gate))
+            lines = [f"<B>t={unit.step}</B>", f"{len(unit.members)} ops"]
+            return lines + ([_html("gates " + " ".join(gates))] if gates else [])
+        if unit.kind == "layer":
+            steps = [n.prov.step for n in unit.members if n.prov.step is not None]
+            lines = [f"<B>{_html(_group_title(unit.group))}</B>", f"{len(unit.members)} ops"]
+            return lines + ([f"t={min(steps)}..{max(steps)}"] if steps else [])
+        title, op = self._title(first)
+        lines = [f"<B>{title}</B>"] + ([op] if op else [])
+        if show_shapes:
+            lines.append(_html(_shape_text(first)))
+        return lines
+
+    def _emit_unit(self, dot: graphviz.Digraph, unit: _Unit, show_shapes: bool, scale: _GradScale | None,
+                   show_values: bool) -> None:
+        attrs = dict(_KIND_STYLES[unit.kind])
+        attrs["style"] = "filled,dashed" if unit.kind == "elided" else "filled,rounded"
+        norm = unit.grad_norm() if scale is not None else None
+        lines = self._unit_lines(unit, show_shapes)
+        if scale is not None:
+            fill, dark = scale.colour(norm)
+            attrs["fillcolor"] = fill
+            if dark:
+                attrs["fontcolor"] = "white"
+            lines.append("‖g‖ " + ("not recorded" if norm is None else f"{norm:.3g}"))
+        first = unit.members[0]
+        if show_values and len(unit.members) == 1:
+            label = _values_table(lines, *self._values(first))
+        else:
+            label = _label(*lines)
+        if len(unit.members) == 1 and first.prov is not None and str(first.prov):
+            attrs["tooltip"] = _plain(first.prov)
+        dot.node(unit.id, label, **attrs)
+
+    def _values(self, node: Node) -> tuple[str, str]:
+        """(data, grad) texts of a tiny node: values where the tensor is still reachable."""
+        tensor = self.roots.get(id(node), (None, None))[1]
+        if tensor is None and node.tensor is not None:
+            tensor = node.tensor()
+        data = _array_text(tensor.data) if tensor is not None else "—"
+        if tensor is not None and tensor.grad is not None:
+            grad = _array_text(tensor.grad.data)
+        elif node.grad_norm is not None:
+            grad = f"‖g‖ {node.grad_norm:.4g}"
+        else:
+            grad = "—"
+        return data, grad
+
+    def _emit_edge(self, dot: graphviz.Digraph, source: _Unit, target: _Unit, via: Node, count: int,
+                   show_shapes: bool, scale: _GradScale | None) -> None:
+        attrs: dict[str, str] = {}
+        if count > 1:  # tensors between elided steps and one unit
+            attrs["label"] = f"{count} tensors"
+        elif self.level != "op" and not via.is_leaf:
+            texts = [_html(via.name)] if via.name else []
+            if show_shapes:
+                texts.append(_html(_shape_text(via)))
+            if scale is not None and via.grad_norm is not None:
+                texts.append(f"‖g‖ {via.grad_norm:.2g}")
+            if texts:
+                attrs["label"] = _label(*texts)
+        if scale is not None and via.grad_norm is not None:
+            attrs["tooltip"] = f"grad norm {via.grad_norm:.4g}"
+        if (source.group is not None and source.group == target.group and source.time is not None
+                and target.time is not None and source.time > target.time):
+            # A reverse-direction recurrence: lay it out as t -> t+1 so time still runs left to
+            # right, and point the arrowhead back at the real target.
+            dot.edge(target.id, source.id, dir="back", **attrs)
+        else:
+            dot.edge(source.id, target.id, **attrs)
+
+    def _emit_legend(self, dot: graphviz.Digraph, scale: _GradScale | None) -> None:
+        kinds = [kind for kind in _KIND_STYLES if any(u.kind == kind for u in self.units.values())]
+        with dot.subgraph(name="cluster_legend") as legend:
+            legend.attr(label="legend", style="rounded", color="#9aa7b5")
+            for kind in kinds:
+                attrs = dict(_KIND_STYLES[kind], style="filled,rounded")
+                if scale is not None:
+                    attrs["fillcolor"] = "#ffffff"
+                legend.node(f"legend_{kind}", _label(_html(_KIND_DESCRIPTIONS[kind])), **attrs)
+            if scale is not None:
+                legend.node("legend_grads", scale.legend_label(), shape="plain", style="")
+
+
+def _shape_text(node: Node) -> str:
+    shape = "(" + ", ".join(str(n) for n in node.shape) + ("," if len(node.shape) == 1 else "") + ")"
+    return shape if node.dtype == np.float32 else f"{shape} {node.dtype}"
+
+
+def _array_text(array: np.ndarray) -> str:
+    array = np.asarray(array)
+    if array.ndim == 0:
+        return f"{array.item():.4g}"
+    return np.array2string(array, separator=", ", threshold=8, formatter={"float_kind": "{:.4g}".format})
+
+
+def _values_table(lines: list[str], data: str, grad: str) -> str:
+    """A micrograd-style record: title | data | grad."""
+    cells = ["<BR/>".join(lines), f"data {_html(data)}", f"grad {_html(grad)}"]
+    row = "".join(f"<TD>{cell}</TD>" for cell in cells)
+    return f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="4"><TR>{row}</TR></TABLE>>'
+
+
+class _GradScale:
+    """log10 gradient norm -> one of ``_GRAD_COLOURS``, over the range of the drawn norms."""
+
+    def __init__(self, units: Iterable[_Unit], ops_recorded: bool) -> None:
+        logs = [math.log10(n) for n in (u.grad_norm() for u in units) if n]
+        self.low = math.floor(min(logs)) if logs else 0
+        self.high = max(math.ceil(max(logs)) if logs else 1, self.low + 1)
+        self.ops_recorded = ops_recorded  # False: only leaves (from .grad) have norms
+
+    def colour(self, norm: float | None) -> tuple[str, bool]:
+        """(fill colour, needs white text)."""
+        if norm is None:
+            return "#ffffff", False
+        if norm == 0:
+            return _ZERO_GRAD_COLOUR, False
+        fraction = (math.log10(norm) - self.low) / (self.high - self.low)
+        index = min(max(int(fraction * len(_GRAD_COLOURS)), 0), len(_GRAD_COLOURS) - 1)
+        return _GRAD_COLOURS[index], index >= _DARK_FROM
+
+    def legend_label(self) -> str:
+        cells = "".join(f'<TD BGCOLOR="{colour}" WIDTH="14"> </TD>' for colour in _GRAD_COLOURS)
+        note = "" if self.ops_recorded else (
+            '<TR><TD COLSPAN="11">ops: no norms recorded; use ts.viz.record_grad_norms()</TD></TR>')
+        return (f'<<TABLE BORDER="0" CELLSPACING="0" CELLPADDING="2">'
+                f'<TR><TD COLSPAN="11">gradient norm (log scale)</TD></TR>'
+                f'<TR><TD>1e{self.low}</TD>{cells}<TD>1e{self.high}</TD></TR>'
+                f'<TR><TD BGCOLOR="{_ZERO_GRAD_COLOUR}">0</TD><TD COLSPAN="10" ALIGN="LEFT">'
+                f'white: no gradient</TD></TR>{note}</TABLE>>')
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+
+
+def draw(*roots: Any, level: str = "op", show_shapes: bool = True, show_grads: bool | None = None,
+         show_values: bool | None = None, max_steps: int | None = None, rankdir: str = "LR",
+         params: Iterable[tuple[str, Tensor]] | Mapping[str, Tensor] | None = None,
+         max_nodes: int | None = DEFAULT_MAX_NODES, legend: bool = True) -> graphviz.Digraph:
+    """The unrolled graph behind ``roots`` as a ``graphviz.Digraph`` (displays inline in notebooks).
+
+    roots: tensors, or what layers return (``(out, (h_n, c_n))``, lists, dicts).
+    level: ``"op"`` (every op, a cluster per time step), ``"cell"`` (a box per time step) or
+        ``"layer"`` (a box per layer and direction); see the module docstring.
+    show_grads: colour nodes by gradient norm (log scale). None: when norms were recorded with
+        ``record_grad_norms()``. True without recorded norms colours the leaves from ``.grad``
+        and raises if there is nothing to show at all.
+    show_values: micrograd-style ``data | grad`` records; None: for tiny op-level graphs. Data shows
+        where the tensor is still reachable (leaves, roots, tensors with ``retain_grad()``), grad
+        from ``.grad`` or, failing that, the recorded norm.
+    max_steps: keep the first and last steps of each recurrence (at least 2), one box for the rest.
+    params: ``model.named_parameters()`` (or a dict) to label parameters with dotted paths.
+    max_nodes: refuse pictures with more nodes (None: no limit).
+    """
+    if level not in LEVELS:
+        raise ValueError(f"draw: level must be one of {LEVELS}, got {level!r}")
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
+                                  or max_steps < 2):
+        raise ValueError(f"draw: max_steps must be an int >= 2 (the first and last steps are kept), "
+                         f"got {max_steps!r}")
+    if rankdir not in ("LR", "RL", "TB", "BT"):
+        raise ValueError(f"draw: rankdir must be 'LR', 'RL', 'TB' or 'BT', got {rankdir!r}")
+    picture = _Picture(_root_nodes(roots), level, max_steps, _parameter_names(params))
+    if max_nodes is not None and len(picture.units) > max_nodes:
+        raise ValueError(
+            f"draw: the {level}-level picture has {len(picture.units)} nodes (limit max_nodes={max_nodes}); "
+            "graphviz would take minutes and the result would be unreadable. Use level='cell' or "
+            "level='layer', elide the middle of long sequences with max_steps=10, or pass "
+            "max_nodes=None to draw it anyway.")
+    ops_recorded = any(node.grad_norm is not None for node in picture.nodes if not node.is_leaf)
+    if show_grads is None:
+        show_grads = ops_recorded
+    if show_grads and not any(unit.grad_norm() is not None for unit in picture.units.values()):
+        raise ValueError("draw(show_grads=True): no gradients to show. Parameters show the norm of "
+                         "their .grad after backward(); to colour every op as well, record the norms "
+                         "during backward: `with ts.viz.record_grad_norms(): loss.backward()`.")
+    if show_values is None:
+        show_values = level == "op" and len(picture.nodes) <= 30 and all(
+            math.prod(node.shape) <= 4 for node in picture.nodes)
+    scale = _GradScale(picture.units.values(), ops_recorded) if show_grads else None
+    return picture.render(show_shapes, scale, bool(show_values), rankdir, legend)
+
+
+def save(graph_or_roots: Any, path: str | Path, **draw_options: Any) -> Path:
+    """Write a picture to ``path``; the suffix picks the format (.svg, .png, .pdf, or .dot/.gv source).
+
+    ``graph_or_roots`` is a Digraph from ``draw`` or roots to draw (with ``draw_options``).
+    Without the Graphviz ``dot`` program, the DOT source is first written next to ``path``
+    (suffix .dot) and then one ``GraphvizNotFoundError`` says where it is and how to install Graphviz.
+    """
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in SAVE_FORMATS:
+        raise ValueError(f"save: cannot infer the format from {str(path)!r}; use a suffix from "
+                         f"{', '.join('.' + f for f in SAVE_FORMATS)}")
+    if isinstance(graph_or_roots, graphviz.Digraph):
+        if draw_options:
+            raise TypeError(f"save: draw options {sorted(draw_options)} only apply when passing roots, "
+                            "not an already drawn Digraph")
+        graph = graph_or_roots
+    else:
+        graph = draw(graph_or_roots, **draw_options)
+    if fmt in ("dot", "gv"):
+        path.write_text(graph.source, encoding="utf-8")
+        return path
+    try:
+        if shutil.which("dot") is None:
+            raise graphviz.ExecutableNotFound(("dot",))
+        rendered = graph.pipe(format=fmt)
+    except graphviz.ExecutableNotFound:
+        source_path = path.with_suffix(".dot")
+        source_path.write_text(graph.source, encoding="utf-8")
+        raise GraphvizNotFoundError(
+            f"save({str(path)!r}): rendering .{fmt} needs the Graphviz 'dot' program, which is not on "
+            f"PATH. The DOT source was written to {str(source_path)!r} instead (render it later with "
+            f"`dot -T{fmt} {source_path} -o {path}`). Install Graphviz with `apt-get install graphviz` "
+            "(Debian/Ubuntu), `brew install graphviz` (macOS) or from https://graphviz.org/download/."
+        ) from None
+    path.write_bytes(rendered)
+    return path
