@@ -15,7 +15,16 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-demo: $(STAMP)
+# The demo's extras: matplotlib for its plot, and Graphviz's `dot` (a system package) for its
+# SVG; without them it still runs and says what it skipped.
+$(VENV)/.demo-extras: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[plot]' || echo "make demo: could not install matplotlib; skipping the plot"
+	@command -v dot >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq >/dev/null 2>&1 && \
+		apt-get install -y -qq graphviz >/dev/null 2>&1; } || \
+		echo "make demo: Graphviz's dot is not installed (sudo apt-get install graphviz); pictures stay .dot files"
+	touch $@
+
+demo: $(VENV)/.demo-extras
 	$(PY) -m tinygrad_seq demo
 
 lint: $(STAMP)

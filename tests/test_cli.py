@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,13 @@ def test_demo_subprocess_writes_its_outputs(tmp_path: Path) -> None:
     assert flow.shape == (32, 2) and np.all(flow[:, 1] > 0)
     state = ts.load(out / "char_lstm.safetensors")
     assert state["lstm.weight_hh_l0"].shape == (4 * 64, 64)
+    if shutil.which("dot"):
+        svg = ET.parse(out / "unrolled_lstm.svg").getroot()
+        assert svg.tag.endswith("svg") and "t=0" in (out / "unrolled_lstm.svg").read_text()
+    else:
+        assert "digraph" in (out / "unrolled_lstm.dot").read_text()
+    if importlib.util.find_spec("matplotlib"):
+        assert (out / "gradient_flow.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_demo_learns_and_its_gradients_check(tmp_path: Path) -> None:

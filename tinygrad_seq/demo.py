@@ -125,17 +125,35 @@ def run_demo(out_dir: str = "tinygrad_seq_out", steps: int = 300, seed: int = 0,
     inputs = model.embed(ids[:window])
     state, hs = None, []
     for t in range(window):
-        state = cell(inputs[t][None], state)
-        hs.append(state[0].retain_grad())
-    nn.functional.cross_entropy(model.head(state[0]), ids[window:window + 1]).backward()
-    norms = np.array([np.linalg.norm(h.grad.numpy()) for h in hs])
+        with ts.scope(step=t):  # provenance: the picture draws one box per time step
+            state = cell(inputs[t][None], state)
+        hs.append(state[0])
+    loss = nn.functional.cross_entropy(model.head(state[0]), ids[window:window + 1])
+    norms = ts.diagnostics.gradient_flow(loss, hs)
+    with ts.viz.record_grad_norms():  # colour the picture by each node's gradient norm
+        loss.backward()
     decades = np.log10(norms / norms.min()) + 1  # bars on a log scale: one step per factor of 10
     for t in range(0, window, 3):
         print(f"  t={t:3d}  {norms[t]:.2e}  {bar(decades[t], decades.max())}")
+    written = ["sample.txt", "gradient_flow.csv", "char_lstm.safetensors"]
+    picture = ts.viz.draw(loss, level="cell", max_steps=8,
+                          params=[*cell.named_parameters(prefix="lstm_cell"),
+                                  *model.head.named_parameters(prefix="head")])
+    try:
+        ts.viz.save(picture, out / "unrolled_lstm.svg")
+        written.append("unrolled_lstm.svg")
+    except ts.viz.GraphvizNotFoundError as err:
+        print(f"  skipped the SVG: {err}")
+        written.append("unrolled_lstm.dot")
+    try:
+        ts.diagnostics.plot_gradient_flow(norms, out / "gradient_flow.png")
+        written.append("gradient_flow.png")
+    except ImportError:
+        print("  skipped the gradient-flow plot: matplotlib is not installed "
+              "(pip install 'tinygrad_seq[plot]')")
     np.savetxt(out / "gradient_flow.csv", np.column_stack([np.arange(window), norms]), delimiter=",",
                header="t,grad_norm", comments="")
     ts.save(model.state_dict(), out / "char_lstm.safetensors")
-    print(f"outputs in {out}/: sample.txt, gradient_flow.csv, char_lstm.safetensors "
-          "(graph pictures arrive with ts.viz)")
+    print(f"outputs in {out}/: {', '.join(written)}")
     return {"first_loss": float(np.mean(losses[:10])), "last_loss": float(np.mean(losses[-10:])),
             "gradcheck_passed": bool(report), "grad_norms": norms}
