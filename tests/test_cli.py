@@ -1,8 +1,13 @@
-"""The command line and the demo, run as a user would: in a subprocess, then reading the files."""
+"""The command line and the demo, run as a user would: in a subprocess, then reading the files.
+
+Slow paths (training, the demo) run once in a subprocess; the many error cases call ``cli.main``
+in-process, which is the same code minus the interpreter start-up.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -10,14 +15,42 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import tinygrad_seq as ts
+from tinygrad_seq import charlm, cli
 from tinygrad_seq.demo import run_demo
+from tinygrad_seq.gradcheck import GradcheckReport
+
+HAS_DOT = shutil.which("dot") is not None
+PROGRESS = re.compile(r"step +(\d+) +loss ([\d.]+) +perplexity +([\d.]+)")
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tinygrad_seq", *args], capture_output=True, text=True,
                           timeout=300)
+
+
+def run_main(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """cli.main in-process: (exit code, stdout, stderr), argparse's own exits included."""
+    try:
+        code = cli.main(list(args))
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code: int, err: str, command: str, *fragments: str) -> None:
+    assert code == 2
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"tinygrad-seq {command}: "), err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+# -- demo -------------------------------------------------------------------------------------------
 
 
 def test_demo_subprocess_writes_its_outputs(tmp_path: Path) -> None:
@@ -28,9 +61,10 @@ def test_demo_subprocess_writes_its_outputs(tmp_path: Path) -> None:
     assert len((out / "sample.txt").read_text()) == len("Beautiful") + 160
     flow = np.loadtxt(out / "gradient_flow.csv", delimiter=",", skiprows=1)
     assert flow.shape == (32, 2) and np.all(flow[:, 1] > 0)
-    state = ts.load(out / "char_lstm.safetensors")
-    assert state["lstm.weight_hh_l0"].shape == (4 * 64, 64)
-    if shutil.which("dot"):
+    assert ts.load(out / "char_lstm.safetensors")["model"]["rnn.weight_hh_l0"].shape == (4 * 64, 64)
+    model, vocab, config = charlm.load_checkpoint(out / "char_lstm.safetensors")  # `sample` reads it too
+    assert vocab == charlm.vocabulary(charlm.zen_of_python()) and config["cell"] == "lstm"
+    if HAS_DOT:
         svg = ET.parse(out / "unrolled_lstm.svg").getroot()
         assert svg.tag.endswith("svg") and "t=0" in (out / "unrolled_lstm.svg").read_text()
     else:
@@ -47,12 +81,229 @@ def test_demo_learns_and_its_gradients_check(tmp_path: Path) -> None:
     assert norms[-1] > norms[0]  # the gradient of a last-step loss fades going back in time
 
 
+# -- help -------------------------------------------------------------------------------------------
+
+
+def test_help_lists_every_command() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("demo", "train", "sample", "gradcheck", "graph"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("command, option", [("demo", "--steps"), ("train", "--text"), ("sample", "--prime"),
+                                             ("gradcheck", "--no-bias"), ("graph", "--level")])
+def test_each_command_has_help(capsys: pytest.CaptureFixture, command: str, option: str) -> None:
+    code, out, _ = run_main(capsys, command, "--help")
+    assert code == 0 and f"usage: tinygrad-seq {command}" in out and option in out
+
+
+# -- train and sample -------------------------------------------------------------------------------
+
+
+def test_train_writes_a_checkpoint_that_sample_reads(tmp_path: Path) -> None:
+    trained = run_cli("train", "--steps", "40", "--hidden", "24", "--window", "16", "--out", str(tmp_path))
+    assert trained.returncode == 0, trained.stderr
+    progress = [(int(step), float(loss), float(ppl)) for step, loss, ppl in PROGRESS.findall(trained.stdout)]
+    assert [step for step, _, _ in progress] == list(range(4, 41, 4))
+    assert all(ppl == pytest.approx(np.exp(loss), rel=5e-3) for _, loss, ppl in progress)
+    assert progress[-1][1] < 0.8 * progress[0][1]  # the loss falls
+
+    path = tmp_path / "char_model.safetensors"
+    saved = ts.load(path)
+    assert set(saved) == {"model", "optimizer", "vocab", "config"}
+    assert saved["vocab"] == charlm.vocabulary(charlm.zen_of_python())
+    model, vocab, config = charlm.load_checkpoint(path)
+    assert {key: config[key] for key in charlm.ARCHITECTURE_KEYS} == {"cell": "lstm", "hidden": 24,
+                                                                     "layers": 1, "embed": 16}
+    assert config["steps"] == 40 and config["prime"] == "The"
+    for name, array in model.state_dict().items():
+        np.testing.assert_array_equal(array, saved["model"][name])
+
+    sampled = run_cli("sample", "--checkpoint", str(path), "--prime", "Beautiful", "--length", "70",
+                      "--temperature", "0.5", "--seed", "3")
+    assert sampled.returncode == 0, sampled.stderr
+    text = sampled.stdout.removesuffix("\n")
+    assert len(text) == len("Beautiful") + 70 and text.startswith("Beautiful")
+    assert set(text) <= set(vocab)
+    default_prime = run_cli("sample", "--checkpoint", str(path), "--length", "5")
+    assert default_prime.stdout.startswith("The") and len(default_prime.stdout) == len("The") + 5 + 1
+
+
+def test_train_on_a_user_text_with_a_gru(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    text_file = tmp_path / "abc.txt"
+    text_file.write_text("abcd" * 60)
+    code, out, err = run_main(capsys, "train", "--text", str(text_file), "--cell", "gru", "--layers", "2",
+                              "--hidden", "8", "--embed", "4", "--steps", "5", "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    assert f"on {text_file} (240 characters, 4 distinct)" in out
+    model, vocab, config = charlm.load_checkpoint(tmp_path / "o" / "char_model.safetensors")
+    assert vocab == "abcd" and isinstance(model.rnn, ts.nn.GRU) and model.rnn.num_layers == 2
+    assert config["text"] == str(text_file)
+
+
+def test_charlm_train_learns_a_periodic_text() -> None:
+    """'abcd' repeated is fully predictable after one character: the loss must approach zero."""
+    ts.manual_seed(0)
+    model = charlm.CharModel(4, 16, cell="rnn", embed=4)
+    losses = charlm.train(model, np.tile(np.arange(4), 100), steps=60, window=8, batch=4, lr=3e-2)
+    assert len(losses) == 60
+    assert losses[0] > 1.0 and max(losses[-5:]) < 0.1  # ln 4 = 1.39 at chance
+
+
+def test_checkpoint_round_trip_predicts_the_same(tmp_path: Path) -> None:
+    ts.manual_seed(1)
+    model = charlm.CharModel(5, 6, cell="gru", layers=2, embed=3)
+    optimizer = ts.optim.Adam(model.parameters(), lr=1e-2)
+    charlm.train(model, np.arange(50) % 5, steps=2, window=4, batch=2, optimizer=optimizer)
+    charlm.save_checkpoint(tmp_path / "m.safetensors", model, optimizer, "abcde", {"note": "x", "hidden": 99})
+    loaded, vocab, config = charlm.load_checkpoint(tmp_path / "m.safetensors")
+    ids = np.array([[0], [3], [1]])
+    np.testing.assert_array_equal(loaded(ids)[0].numpy(), model(ids)[0].numpy())
+    assert vocab == "abcde" and config == {"note": "x", "cell": "gru", "hidden": 6, "layers": 2, "embed": 3}
+    assert ts.load(tmp_path / "m.safetensors")["optimizer"]["state"][0]["step"] == 2
+
+
+def test_load_checkpoint_rejects_a_plain_state_dict(tmp_path: Path) -> None:
+    ts.save(charlm.CharModel(3, 4).state_dict(), tmp_path / "flat.safetensors")
+    expected = r"not a char-model checkpoint: missing model, optimizer, vocab, config \(found embed.weight, "
+    with pytest.raises(ValueError, match=expected + r".* and 3 more\)"):
+        charlm.load_checkpoint(tmp_path / "flat.safetensors")
+
+
+def test_sample_is_reproducible_and_checks_the_prime() -> None:
+    ts.manual_seed(2)
+    model = charlm.CharModel(3, 5)
+    first = charlm.sample(model, "abc", "ab", 12, 1.0, np.random.default_rng(7))
+    assert len(first) == 14 and first.startswith("ab") and set(first) <= set("abc")
+    assert charlm.sample(model, "abc", "ab", 12, 1.0, np.random.default_rng(7)) == first
+    with pytest.raises(ValueError, match="not in the model's vocabulary: 'x', 'z'"):
+        charlm.sample(model, "abc", "zax", 3, 1.0, np.random.default_rng(0))
+
+
+# -- gradcheck --------------------------------------------------------------------------------------
+
+
+def test_gradcheck_prints_a_row_per_tensor_and_passes() -> None:
+    result = run_cli("gradcheck", "--cell", "lstm", "--layers", "2", "--bidirectional", "--batch-first",
+                     "--steps", "2")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.endswith((" ok", " WRONG"))]
+    layer = ts.nn.LSTM(2, 3, num_layers=2, bidirectional=True)
+    assert [row[0] for row in rows] == ["input", "h0", "c0", *(name for name, _ in layer.named_parameters())]
+    assert all(row[-1] == "ok" and float(row[1]) < 1e-6 for row in rows)
+
+
+def test_gradcheck_fast_without_bias(capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = run_main(capsys, "gradcheck", "--cell", "rnn", "--no-bias", "--fast")
+    assert code == 0 and "fast mode" in out
+    names = [line.split()[0] for line in out.splitlines() if line.endswith(" ok")]
+    assert names == ["input", "h0", "weight_ih_l0", "weight_hh_l0"]
+
+
+def test_gradcheck_failure_exits_1(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing(fn, inputs, **options) -> GradcheckReport:
+        rows = [("input", 1e-9, 1e-8, True), ("weight_hh_l0", 0.5, 0.9, False)]
+        return GradcheckReport(False, [], rows, None, [], "could not localise: test", "fake settings", 2)
+
+    monkeypatch.setattr(ts, "gradcheck", failing)
+    code, out, _ = run_main(capsys, "gradcheck", "--cell", "gru", "--fast")
+    assert code == 1
+    assert re.search(r"weight_hh_l0 +5\.00e-01 +9\.00e-01 +WRONG", out)
+    assert "could not localise: test" in out
+
+
+# -- graph ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="Graphviz's `dot` program is not installed: no SVG to render")
+def test_graph_writes_an_svg_coloured_by_gradients(tmp_path: Path) -> None:
+    output = tmp_path / "pics" / "gru.svg"
+    result = run_cli("graph", "--cell", "gru", "--steps", "5", "--max-steps", "4", "--grads",
+                     "--output", str(output))
+    assert result.returncode == 0, result.stderr
+    assert ET.parse(output).getroot().tag.endswith("svg")
+    svg = output.read_text()
+    assert "t=0" in svg and "t=4" in svg and "gradient norm" in svg
+
+
+def test_graph_dot_source_needs_no_graphviz(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    output = tmp_path / "rnn.dot"
+    code, out, err = run_main(capsys, "graph", "--cell", "rnn", "--level", "op", "--layers", "2",
+                              "--bidirectional", "--steps", "3", "--output", str(output))
+    assert code == 0, err
+    source = output.read_text()
+    assert source.startswith("digraph") and "t=0" in source and "t=2" in source
+    assert "rnn.weight_hh_l1" in source
+
+
+def test_graph_without_dot_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ts.viz.shutil, "which", lambda name: None)
+    code, _, err = run_main(capsys, "graph", "--output", str(tmp_path / "lstm.svg"))
+    assert_one_line_error(code, err, "graph", "needs the Graphviz 'dot' program")
+    assert (tmp_path / "lstm.dot").read_text().startswith("digraph")
+
+
+# -- bad options and paths --------------------------------------------------------------------------
+
+
 def test_bad_option_is_one_line_and_nonzero() -> None:
     result = run_cli("demo", "--steps", "many")
     assert result.returncode != 0
-    assert "invalid int value" in result.stderr and "Traceback" not in result.stderr
+    assert "invalid" in result.stderr or "expected" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
-def test_help_lists_demo() -> None:
-    result = run_cli("--help")
-    assert result.returncode == 0 and "demo" in result.stdout
+def test_bad_paths_in_a_real_process(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00" * 40)
+    result = run_cli("sample", "--checkpoint", str(corrupt))
+    assert_one_line_error(result.returncode, result.stderr, "sample", "corrupt.safetensors")
+    result = run_cli("train", "--text", str(tmp_path / "missing.txt"))
+    assert_one_line_error(result.returncode, result.stderr, "train", "No such file", "missing.txt")
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["train", "--steps", "-3"], ["--steps", "positive integer", "'-3'"]),
+    (["train", "--lr", "0"], ["--lr", "> 0"]),
+    (["train", "--cell", "transformer"], ["--cell", "invalid choice"]),
+    (["sample", "--temperature", "0"], ["--temperature", "> 0"]),
+    (["sample", "--length", "-1"], ["--length", ">= 0"]),
+    (["gradcheck", "--hidden", "0"], ["--hidden", "positive integer"]),
+    (["graph", "--max-steps", "1"], ["--max-steps", ">= 2"]),
+    (["graph", "--level", "pixel"], ["--level", "invalid choice"]),
+])
+def test_bad_option_values(capsys: pytest.CaptureFixture, args: list[str], fragments: list[str]) -> None:
+    code, _, err = run_main(capsys, *args)
+    error_lines = [line for line in err.splitlines() if not line.startswith(("usage:", " "))]
+    assert code == 2 and len(error_lines) == 1 and "Traceback" not in err
+    assert error_lines[0].startswith(f"tinygrad-seq {args[0]}: error: argument ")
+    for fragment in fragments:
+        assert fragment in error_lines[0]
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    plain = tmp_path / "plain.safetensors"
+    ts.save({"w": np.ones(2, np.float32)}, plain)
+    ts.manual_seed(0)
+    model = charlm.CharModel(3, 4)
+    checkpoint = tmp_path / "abc.safetensors"
+    charlm.save_checkpoint(checkpoint, model, ts.optim.Adam(model.parameters()), "abc")
+    cases = [
+        (["train", "--text", str(a_file)], ["has 0 characters"]),
+        (["train", "--text", str(tmp_path)], ["cannot read --text", "Is a directory"]),
+        (["train", "--out", str(a_file / "sub")], ["cannot create the output folder", "Not a directory"]),
+        (["demo", "--out", str(a_file / "sub")], ["cannot create the output folder"]),
+        (["sample", "--checkpoint", str(tmp_path / "none.safetensors")], ["No such file or directory"]),
+        (["sample", "--checkpoint", str(plain)], ["not a char-model checkpoint", "missing model"]),
+        (["sample", "--checkpoint", str(checkpoint), "--prime", "abXYa"], ["--prime", "'X', 'Y'"]),
+        (["graph", "--output", str(tmp_path / "p.jpg")], ["cannot infer the format", ".svg"]),
+        (["graph", "--output", str(a_file / "p.svg")], ["cannot create the output folder"]),
+        (["graph", "--level", "op", "--steps", "300", "--output", str(tmp_path / "big.dot")], ["max_nodes"]),
+    ]
+    for args, fragments in cases:
+        code, _, err = run_main(capsys, *args)
+        assert_one_line_error(code, err, args[0], *fragments)

@@ -7,10 +7,6 @@ checkpoint: every piece of the library a user needs, on text every Python instal
 
 from __future__ import annotations
 
-import contextlib
-import io
-import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,48 +14,19 @@ import numpy as np
 import tinygrad_seq as ts
 from tinygrad_seq import nn
 
+from .charlm import (
+    CharModel,
+    encode,
+    progress_printer,
+    sample,
+    save_checkpoint,
+    train,
+    vocabulary,
+    zen_of_python,
+)
+from .cli import error_table
 
-def zen_of_python() -> str:
-    """The embedded default text: ``import this`` prints it, so capture that."""
-    with contextlib.redirect_stdout(io.StringIO()) as printed:
-        import this  # noqa: F401
-    return printed.getvalue() or _decode_this()
-
-
-def _decode_this() -> str:  # `this` prints only on its first import in a process
-    import codecs
-    import this
-
-    return codecs.decode(this.s, "rot13")
-
-
-class CharLSTM(nn.Module):
-    """Characters -> embedding -> LSTM -> logits over the next character."""
-
-    def __init__(self, vocab: int, hidden: int, embed: int = 16) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(vocab, embed)
-        self.lstm = nn.LSTM(embed, hidden)
-        self.head = nn.Linear(hidden, vocab)
-
-    def forward(self, ids: ts.Tensor | np.ndarray, state: tuple | None = None
-                ) -> tuple[ts.Tensor, ts.Tensor, tuple]:
-        hidden_states, state = self.lstm(self.embed(ids), state)  # ids (T, B) -> (T, B, H)
-        return self.head(hidden_states), hidden_states, state
-
-
-def sample(model: CharLSTM, chars: list[str], prime: str, length: int, temperature: float,
-           rng: np.random.Generator) -> str:
-    index = {c: i for i, c in enumerate(chars)}
-    out, state = list(prime), None
-    with ts.no_grad():
-        logits, _, state = model(np.array([[index[c]] for c in prime]), state)
-        for _ in range(length):
-            probs = (logits[-1, 0] / temperature).softmax(0).numpy().astype(np.float64)
-            nxt = int(rng.choice(len(chars), p=probs / probs.sum()))
-            out.append(chars[nxt])
-            logits, _, state = model(np.array([[nxt]]), state)
-    return "".join(out)
+CharLSTM = CharModel  # the name examples/char_rnn.py imports; drop once it imports tinygrad_seq.charlm
 
 
 def bar(value: float, top: float, width: int = 40) -> str:
@@ -74,54 +41,36 @@ def run_demo(out_dir: str = "tinygrad_seq_out", steps: int = 300, seed: int = 0,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     text = zen_of_python()
-    chars = sorted(set(text))
-    ids = np.array([chars.index(c) for c in text])
-    model = CharLSTM(len(chars), hidden)
-    optimizer = ts.optim.Adam(model.parameters(), lr=1e-2)
+    vocab = vocabulary(text)
+    ids = encode(text, vocab)
+    model = CharModel(len(vocab), hidden)
     print(f"[1/4] training a char-LSTM ({sum(p.size for p in model.parameters())} parameters) on the Zen "
-          f"of Python ({len(text)} characters, {len(chars)} distinct), truncated BPTT over {window} steps, "
+          f"of Python ({len(text)} characters, {len(vocab)} distinct), truncated BPTT over {window} steps, "
           "4 streams, Adam, gradient clipping")
-    streams, next_chars = nn.sequential_partition(ids, batch_size=4)  # 4 contiguous streams of text
-    start, losses, step = time.perf_counter(), [], 0
-    while step < steps:  # one pass over the streams per epoch, in windows of `window` characters
-        state = None
-        for x, y in nn.truncated_bptt(streams, next_chars, window):
-            logits, _, state = model(x, nn.detach_state(state))  # BPTT stops at the window's start
-            loss = nn.functional.cross_entropy(logits.reshape(-1, len(chars)), y.reshape(-1))
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            losses.append(loss.item())
-            step += 1
-            if step % 50 == 0 or step == steps:
-                recent = float(np.mean(losses[-50:]))
-                print(f"  step {step:4d}  loss {recent:.3f}  perplexity {math.exp(recent):6.2f}  "
-                      f"({time.perf_counter() - start:.1f}s)")
-            if step == steps:
-                break
+    optimizer = ts.optim.Adam(model.parameters(), lr=1e-2)
+    losses = train(model, ids, steps, window=window, batch=4, clip=1.0, on_progress=progress_printer(steps),
+                   optimizer=optimizer)
 
     print("[2/4] sampling at temperature 0.8:")
-    text_out = sample(model, chars, "Beautiful", 160, 0.8, rng)
+    text_out = sample(model, vocab, "Beautiful", 160, 0.8, rng)
     print("  " + text_out.replace("\n", "\n  "))
     (out / "sample.txt").write_text(text_out)
 
     print("[3/4] gradient check of a small float64 twin against finite differences:")
-    twin = CharLSTM(len(chars), 6, embed=4).double()
+    twin = CharModel(len(vocab), 6, embed=4).double()
     for name, param in twin.named_parameters():
-        param.name = name  # the report's rows: "lstm.weight_hh_l0", ...
+        param.name = name  # the report's rows: "rnn.weight_hh_l0", ...
     probe = ids[:6, None]
     report = ts.gradcheck(lambda *params: nn.functional.cross_entropy(twin(probe)[0].reshape(6, -1),
                                                                         ids[1:7]),
                           list(twin.parameters()), raise_exception=False)
-    for name, max_abs, max_rel, passed in report.per_tensor:
-        print(f"  {name:20s} max abs error {max_abs:.2e}  max rel error {max_rel:.2e}  "
-              f"{'ok' if passed else 'WRONG'}")
+    for line in error_table(report):
+        print("  " + line)
 
     print("[4/4] how far back the gradient reaches: ||dL/dh_t|| for a loss on the last step only "
           "(log-scale bars)")
-    cell = nn.LSTMCell(model.lstm.input_size, model.lstm.hidden_size)  # the layer's step, by hand
-    cell.load_state_dict({name.removesuffix("_l0"): value for name, value in model.lstm.state_dict().items()})
+    cell = nn.LSTMCell(model.rnn.input_size, model.rnn.hidden_size)  # the layer's step, by hand
+    cell.load_state_dict({name.removesuffix("_l0"): value for name, value in model.rnn.state_dict().items()})
     inputs = model.embed(ids[:window])
     state, hs = None, []
     for t in range(window):
@@ -153,7 +102,9 @@ def run_demo(out_dir: str = "tinygrad_seq_out", steps: int = 300, seed: int = 0,
               "(pip install 'tinygrad_seq[plot]')")
     np.savetxt(out / "gradient_flow.csv", np.column_stack([np.arange(window), norms]), delimiter=",",
                header="t,grad_norm", comments="")
-    ts.save(model.state_dict(), out / "char_lstm.safetensors")
+    save_checkpoint(out / "char_lstm.safetensors", model, optimizer, vocab,
+                    {"steps": steps, "window": window, "seed": seed, "prime": "Beautiful"})
     print(f"outputs in {out}/: {', '.join(written)}")
+    print(f"more text: tinygrad-seq sample --checkpoint {out / 'char_lstm.safetensors'} --temperature 0.6")
     return {"first_loss": float(np.mean(losses[:10])), "last_loss": float(np.mean(losses[-10:])),
             "gradcheck_passed": bool(report), "grad_norms": norms}
