@@ -236,16 +236,6 @@ class _Accumulator:
             self.grads[key] = np.asarray(existing + grad)
             self.owned.add(key)
 
-    def add_first_dense(self, node: Node, grad: Any) -> None:
-        """``add``, with a shortcut for the usual case: the first contribution to ``node``, a dense
-        array of exactly its shape and dtype, which is kept as it is (not owned: never mutated)."""
-        key = id(node)
-        if (type(grad) is np.ndarray and grad.dtype is node.dtype and grad.shape == node.shape
-                and key not in self.grads):
-            self.grads[key] = grad
-        else:
-            self.add(node, grad)
-
     def pop(self, node: Node) -> np.ndarray | None:
         key = id(node)
         if self.owned:
@@ -262,7 +252,7 @@ def run_backward(root: Node, grad: np.ndarray, retain_graph: bool = False) -> No
     """Propagate ``grad`` from ``root`` to every leaf that requires grad."""
     accumulator = _Accumulator()
     accumulator.add(root, grad)
-    add = accumulator.add_first_dense
+    grads, add = accumulator.grads, accumulator.add
     for node in topological_order(root):
         g = accumulator.pop(node)
         if g is None:
@@ -297,7 +287,14 @@ def run_backward(root: Node, grad: np.ndarray, retain_graph: bool = False) -> No
         if not retain_graph:
             node.backward = _released
         for parent, parent_grad in zip(node.parents, parent_grads, strict=True):
-            if parent is not None and parent_grad is not None:
+            if parent is None or parent_grad is None:
+                continue
+            # The usual case, inline: a parent's first contribution, dense, of its exact shape and
+            # dtype, is kept as it is (not owned, so never mutated); everything else goes to add().
+            if (type(parent_grad) is np.ndarray and parent_grad.dtype is parent.dtype
+                    and parent_grad.shape == parent.shape and id(parent) not in grads):
+                grads[id(parent)] = parent_grad
+            else:
                 add(parent, parent_grad)
 
 

@@ -122,9 +122,14 @@ def tanh(a: Tensor) -> Tensor:
     return Tensor.from_op(y, "tanh", (a,), lambda g: (g * (1 - y * y),))
 
 
-def sigmoid(a: Tensor) -> Tensor:
+def logistic(x: np.ndarray) -> np.ndarray:
+    """sigmoid on an array, PyTorch's formula (fused cells use it too, for the same bits)."""
     with np.errstate(over="ignore"):  # exp(-x) overflows to inf for x << 0; 1/(1+inf) is the right 0
-        y = 1 / (1 + np.exp(-a._data))
+        return 1 / (1 + np.exp(-x))
+
+
+def sigmoid(a: Tensor) -> Tensor:
+    y = logistic(a._data)
     return Tensor.from_op(y, "sigmoid", (a,), lambda g: (g * (1 - y) * y,))
 
 
