@@ -37,3 +37,13 @@ def _seeded_library_generator() -> None:
 def rng() -> np.random.Generator:
     """A fresh, fixed-seed numpy generator for test data."""
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_blas_thread():
+    """The suite's arrays are small: a second BLAS thread only makes them slower (and much slower
+    when the machine is busy), so the whole session runs on one."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield

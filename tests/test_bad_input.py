@@ -147,3 +147,15 @@ def test_in_place_writes_to_saved_arrays_are_refused() -> None:
             writable_looking[0] = 1.0
     y.sum().backward()
     np.testing.assert_allclose(x.grad.data, 1 - np.tanh([1.0, 2.0]) ** 2, rtol=1e-15)
+
+
+def test_a_tuple_of_tensors_is_not_an_operand() -> None:
+    a = ts.ones(2, 3)
+    _raises(TypeError, lambda: a + a.max(dim=1), "ValuesAndIndices holding Tensors", ".values")
+    _raises(TypeError, lambda: a * [a, a], "list holding Tensors", "ts.stack")
+
+
+def test_list_operands_follow_the_constructor_dtype_rule() -> None:
+    a = ts.ones(2)
+    assert (a + [1.0, 2.0]).dtype == np.float32
+    assert (a + ts.tensor([1.0, 2.0])).dtype == np.float32

@@ -220,7 +220,7 @@ def test_matmul_with_numpy_operand_on_the_left(rng: np.random.Generator) -> None
 # -- reductions --------------------------------------------------------------------------------
 
 REDUCTIONS = {"sum": (np.sum, uniform), "mean": (np.mean, uniform),
-              "max": (np.max, distinct), "min": (np.min, distinct)}
+              "amax": (np.max, distinct), "amin": (np.min, distinct)}
 
 
 @pytest.mark.parametrize("name", sorted(REDUCTIONS))
@@ -231,16 +231,45 @@ def test_reductions(name: str, shape: tuple, keepdim: bool, data: st.DataObject)
     x = data.draw(domain(shape))
     (out,) = assert_grads_match(lambda t: getattr(t, name)(dim, keepdim), [x])
     np.testing.assert_allclose(out.data, reference(x, axis=dim, keepdims=keepdim), rtol=1e-14)
-    numpy_spelling = getattr(ts, name)(ts.Tensor(x), axis=dim, keepdims=keepdim)
+    numpy_name = {"amax": "max", "amin": "min"}.get(name, name)  # numpy's axis= spelling: values
+    numpy_spelling = getattr(ts, numpy_name)(ts.Tensor(x), axis=dim, keepdims=keepdim)
     np.testing.assert_array_equal(numpy_spelling.data, out.data)
 
 
-@pytest.mark.parametrize("name", ["max", "min"])
+@pytest.mark.parametrize("name", ["amax", "amin"])
 def test_reduction_ties_share_the_gradient(name: str) -> None:
-    x = ts.Tensor(np.array([[1.0, 1.0, 0.5], [2.0, 2.0, 2.0]]) * (1 if name == "max" else -1),
+    x = ts.Tensor(np.array([[1.0, 1.0, 0.5], [2.0, 2.0, 2.0]]) * (1 if name == "amax" else -1),
                   requires_grad=True)
     getattr(x, name)(1).sum().backward()
     np.testing.assert_allclose(x.grad.data, [[0.5, 0.5, 0.0], [1 / 3, 1 / 3, 1 / 3]], rtol=1e-15)
+
+
+@pytest.mark.parametrize("name", ["max", "min"])
+@given(shape=NONSCALAR_SHAPES, keepdim=st.booleans(), data=st.data())
+def test_max_min_along_a_dim_return_values_and_indices(name: str, shape: tuple, keepdim: bool,
+                                                       data: st.DataObject) -> None:
+    dim = data.draw(st.integers(-len(shape), len(shape) - 1), label="dim")
+    x = data.draw(distinct(shape))
+    (values,) = assert_grads_match(lambda t: getattr(t, name)(dim, keepdim).values, [x])
+    result = getattr(ts.Tensor(x), name)(dim, keepdim=keepdim)
+    find, pick = (np.argmax, np.max) if name == "max" else (np.argmin, np.min)
+    np.testing.assert_array_equal(result.indices.data, find(x, axis=dim, keepdims=keepdim))
+    np.testing.assert_array_equal(values.data, pick(x, axis=dim, keepdims=keepdim))
+    unpacked_values, unpacked_indices = result  # a named pair, as in PyTorch
+    assert unpacked_indices.dtype.kind == "i" and unpacked_values.shape == values.shape
+
+
+def test_max_along_a_dim_sends_a_tie_gradient_to_the_returned_index_only() -> None:
+    x = ts.Tensor(np.array([[1.0, 1.0, 0.5], [2.0, 2.0, 2.0]]), requires_grad=True)
+    result = x.max(1)
+    result.values.sum().backward()
+    np.testing.assert_array_equal(result.indices.data, [0, 0])
+    np.testing.assert_array_equal(x.grad.data, [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+
+
+def test_max_with_several_dims_points_at_amax() -> None:
+    with pytest.raises(TypeError, match=r"max: dim must be one int .* use amax"):
+        ts.ones(2, 3).max((0, 1))
 
 
 # -- shape ops -----------------------------------------------------------------------------------

@@ -26,8 +26,6 @@ from .charlm import (
 )
 from .cli import error_table
 
-CharLSTM = CharModel  # the name examples/char_rnn.py imports; drop once it imports tinygrad_seq.charlm
-
 
 def bar(value: float, top: float, width: int = 40) -> str:
     return "#" * max(1, int(round(width * value / top))) if top > 0 else ""

@@ -23,7 +23,7 @@ def _readonly(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _to_array(data: Any, dtype: Any = None) -> np.ndarray:
+def to_array(data: Any, dtype: Any = None) -> np.ndarray:
     """Copy ``data`` into a fresh array; Python floats become float32, as in PyTorch."""
     if isinstance(data, Tensor):
         data = data._data
@@ -49,7 +49,7 @@ class Tensor:
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None,
                  name: str | None = None) -> None:
-        self._data = _readonly(_to_array(data, dtype))
+        self._data = _readonly(to_array(data, dtype))
         self._node: Node | None = None
         self.grad: Tensor | None = None
         self._name = name

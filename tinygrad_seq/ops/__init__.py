@@ -36,7 +36,7 @@ from .elementwise import (
     where,
 )
 from .linalg import matmul
-from .reduce import argmax, argmin, log_softmax, logsumexp, max, mean, min, softmax, sum
+from .reduce import amax, amin, argmax, argmin, log_softmax, logsumexp, max, mean, min, softmax, sum
 from .shape import (
     T,
     broadcast_to,
@@ -72,7 +72,8 @@ _METHODS = {
     "add": add, "sub": sub, "mul": mul, "div": div, "neg": neg, "pow": pow, "matmul": matmul,
     "exp": exp, "log": log, "sqrt": sqrt, "abs": abs, "tanh": tanh, "sigmoid": sigmoid, "relu": relu,
     "maximum": maximum, "minimum": minimum, "clip": clip, "clamp": clip,
-    "sum": sum, "mean": mean, "max": max, "min": min, "argmax": argmax, "argmin": argmin,
+    "sum": sum, "mean": mean, "max": max, "min": min, "amax": amax, "amin": amin,
+    "argmax": argmax, "argmin": argmin,
     "logsumexp": logsumexp, "softmax": softmax, "log_softmax": log_softmax,
     "reshape": reshape, "view": view, "flatten": flatten, "permute": permute, "transpose": transpose,
     "expand": expand, "broadcast_to": broadcast_to, "squeeze": squeeze, "unsqueeze": unsqueeze,
@@ -85,7 +86,8 @@ for _name, _fn in _METHODS.items():
 Tensor.T = property(T, doc="All dims reversed (the matrix transpose for 2-D).")
 Tensor.__hash__ = object.__hash__  # defining __eq__ above would otherwise unset it
 
-__all__ = ["abs", "add", "argmax", "argmin", "broadcast_to", "cast", "cat", "chunk", "clip", "concatenate",
+__all__ = ["abs", "add", "amax", "amin", "argmax", "argmin", "broadcast_to", "cast", "cat", "chunk", "clip",
+           "concatenate",
            "div", "eq", "exp", "expand", "flatten", "ge", "getitem", "gt", "le", "log", "log_softmax",
            "logsumexp", "lt", "matmul", "max", "maximum", "mean", "min", "minimum", "mul", "ne", "neg",
            "permute", "pow", "relu", "reshape", "sigmoid", "softmax", "split", "sqrt", "squeeze", "stack",

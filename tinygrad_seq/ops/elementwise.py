@@ -12,16 +12,22 @@ from typing import Any
 
 import numpy as np
 
-from ..tensor import Tensor
+from ..tensor import Tensor, to_array
 
 
 def data_of(x: Any) -> Any:
-    """The array behind a Tensor; Python scalars stay Python scalars (numpy's weak typing)."""
+    """The array behind a Tensor; Python scalars stay Python scalars (numpy's weak typing); other
+    data is copied (backward may use it after the caller mutated theirs) with the constructor's
+    dtype rule, so ``t + [1.0, 2.0]`` stays float32 as ``t + ts.tensor([1.0, 2.0])`` would."""
     if isinstance(x, Tensor):
         return x._data
     if isinstance(x, (int, float, bool, np.generic)):
         return x
-    return np.array(x)  # a copy: backward may use it after the caller has mutated their array
+    if isinstance(x, (tuple, list)) and any(isinstance(item, Tensor) for item in x):
+        raise TypeError(f"expected a Tensor, a number or an array as an operand, got a {type(x).__name__} "
+                        "holding Tensors (for max(dim) / min(dim), use the result's .values; to combine "
+                        "several tensors, use ts.stack or ts.cat)")
+    return to_array(x)
 
 
 def kept_for(tensor: Any, array: Any) -> Any:

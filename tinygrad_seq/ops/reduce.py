@@ -4,7 +4,7 @@ are accepted too), and the numerically stable softmax family, which reduces alon
 from __future__ import annotations
 
 import builtins
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -69,12 +69,12 @@ def mean(x: Tensor, dim: Dims = None, keepdim: bool = False, *, axis: Dims = Non
 
 
 def _extreme(x: Tensor, dim: Any, keepdim: bool, axis: Any, keepdims: Any, op: str) -> Tensor:
-    """max / min over dims; ties share the gradient evenly (PyTorch's amax / amin)."""
+    """amax / amin over dims; ties share the gradient evenly (as PyTorch's amax / amin)."""
     dims, keep = _resolve(x._data, dim, keepdim, axis, keepdims, op)
     data = x._data
     if data.size == 0:
         raise ValueError(f"{op}: cannot reduce an empty tensor of shape {data.shape}")
-    reduce = np.max if op == "max" else np.min
+    reduce = np.max if op in ("max", "amax") else np.min
     kept = reduce(data, axis=dims, keepdims=True)
     out = kept if keep else (kept.reshape(()) if dims is None else np.squeeze(kept, dims))
 
@@ -86,14 +86,63 @@ def _extreme(x: Tensor, dim: Any, keepdim: bool, axis: Any, keepdims: Any, op: s
     return Tensor.from_op(out, op, (x,), backward)
 
 
-def max(x: Tensor, dim: Dims = None, keepdim: bool = False, *, axis: Dims = None,  # noqa: A001
-        keepdims: bool | None = None) -> Tensor:
-    return _extreme(x, dim, keepdim, axis, keepdims, "max")
+class ValuesAndIndices(NamedTuple):
+    """What ``max(dim)`` / ``min(dim)`` return, as in PyTorch: ``x.max(1).values``, or unpack it."""
+
+    values: Tensor
+    indices: Tensor
 
 
-def min(x: Tensor, dim: Dims = None, keepdim: bool = False, *, axis: Dims = None,  # noqa: A001
-        keepdims: bool | None = None) -> Tensor:
-    return _extreme(x, dim, keepdim, axis, keepdims, "min")
+def _along(x: Tensor, dim: Any, keepdim: bool, op: str) -> ValuesAndIndices:
+    """PyTorch's max(dim) / min(dim): the extreme along one dim and where it is; the gradient
+    goes to that position only (amax / amin share it between ties instead)."""
+    if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool):
+        raise TypeError(f"{op}: dim must be one int (the result is (values, indices)), got {dim!r}; "
+                        f"use a{op}(dim=...) for the values over several dims")
+    (axis,) = normalize_dims(x._data, dim, op)
+    if x._data.shape[axis] == 0:
+        raise ValueError(f"{op}: cannot reduce dim {dim} of size 0 (tensor of shape {x.shape})")
+    find = np.argmax if op == "max" else np.argmin
+    index = np.expand_dims(find(x._data, axis=axis), axis)
+    values = np.take_along_axis(x._data, index, axis)
+    shape, dtype = x._data.shape, x._data.dtype
+
+    def backward(g: np.ndarray) -> tuple:
+        grad = np.zeros(shape, dtype)
+        np.put_along_axis(grad, index, g if keepdim else np.expand_dims(g, axis), axis)
+        return (grad,)
+
+    if keepdim:
+        return ValuesAndIndices(Tensor.from_op(values, op, (x,), backward), Tensor.constant(index))
+    return ValuesAndIndices(Tensor.from_op(np.squeeze(values, axis), op, (x,), backward),
+                            Tensor.constant(np.squeeze(index, axis)))
+
+
+def max(x: Tensor, dim: int | None = None, keepdim: bool = False, *, axis: Dims = None,  # noqa: A001
+        keepdims: bool | None = None) -> Tensor | ValuesAndIndices:
+    """The largest value; with ``dim``, PyTorch's ``(values, indices)`` along it. numpy's
+    ``axis=`` keyword keeps numpy's meaning (values only, like ``amax``)."""
+    if dim is None:
+        return _extreme(x, None, keepdim, axis, keepdims, "max")
+    return _along(x, dim, keepdim, "max")
+
+
+def min(x: Tensor, dim: int | None = None, keepdim: bool = False, *, axis: Dims = None,  # noqa: A001
+        keepdims: bool | None = None) -> Tensor | ValuesAndIndices:
+    """The smallest value; with ``dim``, PyTorch's ``(values, indices)``; ``axis=`` as numpy."""
+    if dim is None:
+        return _extreme(x, None, keepdim, axis, keepdims, "min")
+    return _along(x, dim, keepdim, "min")
+
+
+def amax(x: Tensor, dim: Dims = None, keepdim: bool = False) -> Tensor:
+    """The largest values over one or several dims (all if None); ties share the gradient."""
+    return _extreme(x, dim, keepdim, None, None, "amax")
+
+
+def amin(x: Tensor, dim: Dims = None, keepdim: bool = False) -> Tensor:
+    """The smallest values over one or several dims (all if None); ties share the gradient."""
+    return _extreme(x, dim, keepdim, None, None, "amin")
 
 
 def _position_of_extreme(x: Tensor, dim: int | None, keepdim: bool, op: str) -> Tensor:

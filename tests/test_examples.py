@@ -1,0 +1,105 @@
+"""Every example's fast mode runs and learned: the numbers its ``main(fast=True)`` returns are
+checked against thresholds with a margin (seeds are fixed), and its output files exist.
+
+BLAS runs on one thread here: the examples' matrices are tiny, so more threads only add
+scheduling noise (and, on a busy machine, minutes), and one thread keeps the sums reproducible.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from tinygrad_seq.demo import zen_of_python
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture
+def run_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], dict]:
+    """Import examples/<name>.py and run its fast mode inside tmp_path (its outputs land there)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+
+    def run(name: str) -> dict:
+        with threadpool_limits(1):
+            return importlib.import_module(name).main(fast=True)
+
+    return run
+
+
+def test_char_rnn_learns_hello_exactly_and_the_zen(run_example: Callable[[str], dict],
+                                                   tmp_path: Path) -> None:
+    result = run_example("char_rnn")
+    assert result["hello_prediction"] == "ello"
+    assert result["last_loss"] < 0.6 * result["first_loss"]
+    assert result["train_perplexity"] < 5.0  # uniform guessing over the alphabet: 44
+    assert result["held_out_perplexity"] < 0.5 * result["uniform_perplexity"]
+    samples = (tmp_path / "tinygrad_seq_out" / "char_rnn_samples.txt").read_text()
+    assert samples.count("--- temperature") == 3 and samples.count("Beautiful") >= 3
+
+
+def test_sentiment_rnn_follows_word_order_and_bag_of_words_cannot(run_example: Callable[[str], dict]) -> None:
+    result = run_example("sentiment")
+    assert result["binary_accuracy"] >= 0.95 and result["three_way_accuracy"] >= 0.9
+    assert result["binary_showcase_right"] == 1.0 and result["three_way_showcase_right"] == 1.0
+    # "not good" vs "not bad" and both orders of a "but" review are beyond a linear model of word counts
+    assert result["binary_bag_of_words_accuracy"] < 0.7
+    assert result["three_way_bag_of_words_accuracy"] < 0.7
+
+
+def test_sequence_labeling_needs_the_later_context(run_example: Callable[[str], dict]) -> None:
+    result = run_example("sequence_labeling")
+    bidirectional, unidirectional = result["bidirectional"], result["unidirectional"]
+    assert bidirectional["tokens"] >= 0.97 and bidirectional["future-dependent tokens"] >= 0.95
+    # reading left to right, the tag of "12 oak" is a coin flip until "street" / "trees" arrives
+    assert unidirectional["future-dependent tokens"] < 0.7
+    assert bidirectional["sentences"] > unidirectional["sentences"] + 0.5
+
+
+def test_seq2seq_reverses_digits_by_greedy_decoding(run_example: Callable[[str], dict]) -> None:
+    result = run_example("seq2seq")
+    assert result["exact_match"] >= 0.5  # a guess is right 10^-3 to 10^-6 of the time
+    assert result["last_loss"] < 0.5
+
+
+def test_captioning_decodes_captions_from_features(run_example: Callable[[str], dict]) -> None:
+    result = run_example("captioning")
+    assert result["exact_match_seen"] >= 0.95
+    assert result["last_loss"] < 0.1
+
+
+def test_vanishing_gradients_profiles_training_and_clipping(run_example: Callable[[str], dict],
+                                                            tmp_path: Path) -> None:
+    result = run_example("vanishing_gradients")
+    assert result["LSTM"]["accuracy"] >= 0.9 and result["GRU"]["accuracy"] >= 0.9
+    # at initialisation the tanh RNN's dL/dh_0 is orders of magnitude below the open-gated cells'
+    assert result["tanh RNN"]["reach"] < 1e-3 * min(result["LSTM"]["reach"], result["GRU"]["reach"])
+    assert result["LSTM default"]["reach"] < 1e-2 * result["LSTM"]["reach"]
+    clipping = result["clipping"]
+    assert clipping["largest_before"] > 0.5
+    assert clipping["largest_after"] == pytest.approx(0.5, rel=1e-4)
+    out = tmp_path / "tinygrad_seq_out"
+    header = (out / "vanishing_gradients.csv").read_text().splitlines()[0]
+    assert header == "t,tanh RNN,LSTM,GRU,LSTM default"
+    table = np.loadtxt(out / "vanishing_gradients.csv", delimiter=",", skiprows=1)
+    assert table.shape == (20, 5) and np.all(table[:, 1:] > 0)
+    np.testing.assert_array_equal(table[:, 0], np.arange(20))
+
+
+def test_hidden_states_strip_in_terminal_and_html(run_example: Callable[[str], dict], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    result = run_example("hidden_states")
+    assert result["last_loss"] < 1.6
+    assert abs(result["correlation"]) > 0.3
+    assert "\x1b[30;48;2;" in capsys.readouterr().out  # the terminal strip: ANSI background colours
+    page = (tmp_path / "tinygrad_seq_out" / "hidden_states.html").read_text()
+    assert page.count("<h2>") == len(result["correlations"])
+    assert page.count("<span ") == len(result["correlations"]) * len(zen_of_python())
