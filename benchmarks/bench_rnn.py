@@ -66,10 +66,11 @@ def make_problem(cell: str, size: Size, dtype: str, seed: int = 0) -> Problem:
     return Problem(x, out_grad, weights)
 
 
-def ours_step(cell: str, problem: Problem) -> Callable[[], None]:
-    """A training step of our default layer holding ``problem``'s weights."""
+def ours_step(cell: str, problem: Problem, fused: bool = False) -> Callable[[], None]:
+    """A training step of our layer holding ``problem``'s weights: the default (composed) layer,
+    or with ``fused=True`` the fastest path the library offers."""
     features, hidden = problem.weights["weight_ih"].shape[1], problem.weights["weight_hh"].shape[1]
-    layer = CELLS[cell][0](features, hidden).to(problem.x.dtype)
+    layer = CELLS[cell][0](features, hidden, fused=fused).to(problem.x.dtype)
     layer.load_state_dict({f"{name}_l0": value for name, value in problem.weights.items()})
     x, out_grad = ts.tensor(problem.x), ts.tensor(problem.out_grad)
 
@@ -134,9 +135,11 @@ def ms(seconds: float | None) -> str:
 
 def run_table(torch: Any, sizes: list[str], cells: list[str], dtypes: list[str], repeat: int | None) -> None:
     print("one training step (forward + loss + backward to all weights), milliseconds, median; "
-          "ratios are ours / theirs, lower is better; peak = tracemalloc peak of one step")
-    header = (f"{'cell':5s} {'size':7s} {'dtype':8s} {'ours':>9s} {'numpy':>9s} {'torch':>9s} "
-              f"{'/numpy':>8s} {'/torch':>8s}  {'peak ours':>10s} {'peak numpy':>10s} {'ratio':>7s}  runs")
+          "ours = the default layer, fused = fused=True; ratios are to the numpy BPTT (and torch), lower is "
+          "better; peak = tracemalloc peak of one step, as a ratio to numpy's")
+    header = (f"{'cell':5s} {'size':7s} {'dtype':8s} {'ours':>9s} {'fused':>9s} {'numpy':>9s} {'torch':>9s} "
+              f"{'ours/np':>8s} {'fused/np':>8s} {'ours/pt':>8s} {'fused/pt':>8s}  {'peak numpy':>10s} "
+              f"{'ours':>6s} {'fused':>6s}  runs")
     print(header)
     for size_name in sizes:
         size = SIZES[size_name]
@@ -144,15 +147,18 @@ def run_table(torch: Any, sizes: list[str], cells: list[str], dtypes: list[str],
         for cell in cells:
             for dtype in dtypes:
                 problem = make_problem(cell, size, dtype)
-                steps = {"ours": ours_step(cell, problem), "numpy": numpy_step(cell, problem)}
+                steps = {"ours": ours_step(cell, problem), "fused": ours_step(cell, problem, fused=True),
+                         "numpy": numpy_step(cell, problem)}
                 if torch is not None:
                     steps["torch"] = torch_step(torch, cell, problem)
                 t = interleaved_medians(steps, runs)
-                mem_ours, mem_numpy = peak_bytes(steps["ours"]), peak_bytes(steps["numpy"])
-                print(f"{cell:5s} {size_name:7s} {dtype:8s} {ms(t['ours']):>9s} {ms(t['numpy']):>9s} "
-                      f"{ms(t.get('torch')):>9s} {ratio(t['ours'], t['numpy']):>8s} "
-                      f"{ratio(t['ours'], t.get('torch')):>8s}  {mem_ours / 2**20:8.2f}MB "
-                      f"{mem_numpy / 2**20:8.2f}MB {ratio(mem_ours, mem_numpy):>7s}  {runs}", flush=True)
+                peak = {name: peak_bytes(steps[name]) for name in ("ours", "fused", "numpy")}
+                print(f"{cell:5s} {size_name:7s} {dtype:8s} {ms(t['ours']):>9s} {ms(t['fused']):>9s} "
+                      f"{ms(t['numpy']):>9s} {ms(t.get('torch')):>9s} {ratio(t['ours'], t['numpy']):>8s} "
+                      f"{ratio(t['fused'], t['numpy']):>8s} {ratio(t['ours'], t.get('torch')):>8s} "
+                      f"{ratio(t['fused'], t.get('torch')):>8s}  {peak['numpy'] / 2**20:8.2f}MB "
+                      f"{ratio(peak['ours'], peak['numpy']):>6s} {ratio(peak['fused'], peak['numpy']):>6s}  "
+                      f"{runs}", flush=True)
     print("sizes (T, B, I, H): " + ", ".join(f"{name} {tuple(SIZES[name][:4])}" for name in sizes))
 
 
