@@ -20,10 +20,10 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# The demo's extras: matplotlib for its plot, and Graphviz's `dot` (a system package) for its
+# The demo's extras: tqdm and matplotlib (progress bar, plot), and Graphviz's `dot` (a system package) for its
 # SVG; without them it still runs and says what it skipped.
 $(VENV)/.demo-extras: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[plot]' || echo "make demo: could not install matplotlib; skipping the plot"
+	$(PY) -m pip install --quiet -e '.[cli]' || echo "make demo: could not install tqdm/matplotlib; no progress bar or plot"
 	@command -v dot >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq >/dev/null 2>&1 && \
 		apt-get install -y -qq graphviz >/dev/null 2>&1; } || \
 		echo "make demo: Graphviz's dot is not installed (sudo apt-get install graphviz); pictures stay .dot files"

@@ -307,3 +307,18 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFi
     for args, fragments in cases:
         code, _, err = run_main(capsys, *args)
         assert_one_line_error(code, err, args[0], *fragments)
+
+
+def test_progress_bar_in_a_terminal_and_plain_lines_in_logs(monkeypatch, capsys) -> None:
+    from tinygrad_seq import charlm
+
+    losses = [3.0, 2.0, 1.0, 0.5]
+    report = charlm.progress_printer(steps=4, every=2)  # pytest's stdout is not a terminal: lines only
+    for step in range(1, 5):
+        report(step, losses[:step])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines] == ["2", "4"] and "perplexity" in lines[-1]
+
+    tqdm = pytest.importorskip("tqdm")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert isinstance(charlm._progress_bar(10), tqdm.tqdm)
