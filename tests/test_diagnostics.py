@@ -76,16 +76,30 @@ def test_gradient_flow_of_a_linear_rnn_is_the_product_of_jacobians(rng):
     np.testing.assert_allclose(norms, expected, rtol=1e-12)
 
 
-def test_gradient_flow_of_a_stacked_bidirectional_output_splits_directions(rng):
+def test_gradient_flow_of_a_stacked_copy_is_the_direct_gradient_split_by_direction(rng):
     lstm = ts.nn.LSTM(3, 4, bidirectional=True, batch_first=True).double()
     out, _ = lstm(ts.tensor(rng.standard_normal((2, 5, 3))))
+    copy = out * 1.0  # the user's own op: no longer the layer's output
     weights = rng.standard_normal(out.shape)
-    loss = (out * ts.tensor(weights)).sum()  # dL/d out = weights: the direct gradient
-    norms = diagnostics.gradient_flow(loss, out, directions=2, time_dim=1)
+    loss = (copy * ts.tensor(weights)).sum()  # dL/d copy = weights: the direct gradient
+    norms = diagnostics.gradient_flow(loss, copy, directions=2, time_dim=1)
     expected = [[np.linalg.norm(weights[:, t, 4 * d:4 * (d + 1)]) for t in range(5)] for d in range(2)]
     np.testing.assert_allclose(norms, expected, rtol=1e-12)
     per_step = diagnostics.gradient_flow(loss, [out[:, t] for t in range(5)], directions=2)
     assert per_step.shape == (2, 5) and np.all(per_step == 0)  # slices made after the loss: unreached
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_gradient_flow_of_a_layer_output_is_the_gradient_through_time_of_its_last_layer(rng, fused):
+    gru = ts.nn.GRU(2, 3, num_layers=2, bidirectional=True, batch_first=True, fused=fused).double()
+    out, h_n = gru(ts.tensor(rng.standard_normal((2, 6, 2))), lengths=[6, 4])  # padding too
+    loss = (out * ts.tensor(rng.standard_normal(out.shape))).sum() + (h_n ** 2).sum()
+    norms = diagnostics.gradient_flow(loss, out, directions=2)
+    flows = diagnostics.layer_gradient_flow(loss)  # checked against cells run by hand below
+    np.testing.assert_array_equal(norms, [flows["GRU", 1, 0], flows["GRU", 1, 1]])
+    assert norms.shape == (2, 6) and np.all(norms[:, :4] > 0)
+    with pytest.raises(ValueError, match=r"2 direction\(s\); pass directions=2"):
+        diagnostics.gradient_flow(loss, out)
 
 
 def test_layer_gradient_flow_matches_the_same_stack_run_by_hand(rng):

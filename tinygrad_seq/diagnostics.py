@@ -85,16 +85,67 @@ def _step_norms(grad: np.ndarray | None, shape: tuple, directions: int, time_axi
     return np.stack([np.linalg.norm(part, axis=1) for part in moved])
 
 
+def _norms_through_time(loss: Tensor, state_lists: list[list[Node]], owner: str) -> list[np.ndarray]:
+    """||dL/d state|| for each state of each list, from one extra backward."""
+    grads = iter(_gradients_at(loss, [node for states in state_lists for node in states], owner))
+    return [np.array([_step_norms(next(grads), node.shape, 1, None)[0] for node in states])
+            for states in state_lists]
+
+
+_REARRANGING_OPS = frozenset({"transpose", "where", "cat", "squeeze", "getitem"})
+
+
+def _direction_steps(node: Node) -> tuple[tuple, list[Node]] | None:
+    """((module, layer, direction), its per-step states in time order) if ``node`` is the
+    ``stack`` that ends one direction of a recurrent layer (each input carries its time step)."""
+    prov = node.prov
+    if node.op != "stack" or prov is None or prov.layer is None or prov.step is not None:
+        return None
+    group = (prov.module, prov.layer, prov.direction)
+    if not all(p is not None and p.prov is not None and p.prov.step is not None
+               and (p.prov.module, p.prov.layer, p.prov.direction) == group for p in node.parents):
+        return None
+    return (prov.module, prov.layer, prov.direction or 0), sorted(node.parents, key=lambda p: p.prov.step)
+
+
+def _layer_output_steps(node: Node) -> list[tuple[tuple, list[Node]]] | None:
+    """The per-direction step states behind a recurrent layer's ``output``, forward first, or None
+    if ``node`` is anything else. The output is made from the last layer's direction stacks by
+    rearranging ops only (concatenating directions, masking padding, transposing), all recorded
+    with the layer's module path and no time step; anything else means it is not a layer output."""
+    module = node.prov.module if node.prov is not None else None
+    if module is None:
+        return None
+    found, pending, seen = {}, [node], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        steps = _direction_steps(current)
+        if steps is not None:
+            found[steps[0]] = steps[1]
+            continue
+        prov = current.prov
+        if (current.op not in _REARRANGING_OPS or prov is None or prov.module != module
+                or prov.step is not None):
+            return None
+        pending.extend(parent for parent in current.parents if parent is not None)
+    return sorted(found.items(), key=lambda item: item[0][2]) or None
+
+
 def gradient_flow(loss: Tensor, hidden_states: Tensor | Sequence[Tensor], *, directions: int = 1,
                   time_dim: int = 0) -> np.ndarray:
     """||dL/dh_t|| for every step t: shape (T,), or (directions, T) when ``directions`` > 1.
 
     ``hidden_states`` is either a list of per-step states (what a cell loop produces: then the
     norm is of the *total* gradient reaching h_t, through the recurrence and any direct use), or
-    one stacked tensor with time along ``time_dim``. A layer's stacked ``output`` is a copy made
-    after the loop, so its gradient is only the direct dL/d output_t, not the gradient flowing
-    through time; ``layer_gradient_flow`` gives that for layers. For bidirectional states the
-    last dim is split into ``directions`` equal parts (forward first, as layers concatenate them).
+    one stacked tensor with time along ``time_dim``. An RNN / LSTM / GRU layer's ``output`` is
+    resolved, through provenance, to the per-step states of its last layer, so its norms are of
+    the total gradient reaching each h_t too (in time order; ``time_dim`` is not needed, and a
+    fused LSTM's norms are of (h_t, c_t)). Any other stacked tensor is a copy made after the loop:
+    its norms are of the direct dL/d state_t only. For bidirectional states the last dim is split
+    into ``directions`` equal parts (forward first, as layers concatenate them).
 
     Call it before ``loss.backward()`` (it needs the graph). States backward does not reach get
     norm 0. Runs one extra backward; every ``.grad`` is left as it was.
@@ -120,6 +171,13 @@ def gradient_flow(loss: Tensor, hidden_states: Tensor | Sequence[Tensor], *, dir
         if not 0 <= time_axis < hidden_states.ndim - 1:
             raise ValueError(f"{owner}: time_dim {time_dim} is out of range for stacked states of shape "
                              f"{hidden_states.shape} (the last dim holds the features)")
+    layer_steps = _layer_output_steps(hidden_states._node) if stacked else None
+    if layer_steps is not None:
+        if len(layer_steps) != directions:
+            raise ValueError(f"{owner}: hidden_states is the output of a recurrent layer with "
+                             f"{len(layer_steps)} direction(s); pass directions={len(layer_steps)}")
+        norms = np.array(_norms_through_time(loss, [steps for _, steps in layer_steps], owner))
+        return norms[0] if directions == 1 else norms
     grads = _gradients_at(loss, [state._node for state in states], owner)
     if stacked:
         norms = _step_norms(grads[0], hidden_states.shape, directions, time_axis)
@@ -140,22 +198,12 @@ def layer_gradient_flow(loss: Tensor) -> dict[tuple[str | None, int, int], np.nd
     """
     owner = "layer_gradient_flow"
     _check_loss(loss, owner)
-    groups: dict[tuple, list[Node]] = {}
-    for node in topological_order(loss._node):
-        prov = node.prov
-        if node.op != "stack" or prov is None or prov.layer is None or prov.step is not None:
-            continue
-        group = (prov.module, prov.layer, prov.direction)
-        if all(p is not None and p.prov is not None and p.prov.step is not None
-               and (p.prov.module, p.prov.layer, p.prov.direction) == group for p in node.parents):
-            groups[prov.module, prov.layer, prov.direction or 0] = sorted(node.parents,
-                                                                         key=lambda p: p.prov.step)
+    groups = dict(filter(None, map(_direction_steps, topological_order(loss._node))))
     if not groups:
         raise ValueError(f"{owner}: loss does not depend on any recurrent layer (RNN, LSTM, GRU) output")
     ordered = sorted(groups.items(), key=lambda item: (str(item[0][0]), item[0][1], item[0][2]))
-    grads = iter(_gradients_at(loss, [node for _, states in ordered for node in states], owner))
-    return {key: np.array([_step_norms(next(grads), node.shape, 1, None)[0] for node in states])
-            for key, states in ordered}
+    norms = _norms_through_time(loss, [states for _, states in ordered], owner)
+    return {key: values for (key, _), values in zip(ordered, norms, strict=True)}
 
 
 # ---------------------------------------------------------------------------------------------
