@@ -323,7 +323,7 @@ def test_lstm_state_dict_round_trip() -> None:
     target = ts.nn.LSTM(2, 3, num_layers=2)
     assert list(target.state_dict()) == list(source.state_dict())
     target.load_state_dict(source.state_dict())
-    x = ts.tensor(np.linspace(-1, 1, 2 * 1 * 2).reshape(2, 1, 2))
+    x = ts.tensor(np.linspace(-1, 1, 2 * 1 * 2).reshape(2, 1, 2), dtype=np.float32)
     np.testing.assert_array_equal(target(x)[0].data, source(x)[0].data)
 
 

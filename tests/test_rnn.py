@@ -345,6 +345,14 @@ def test_dropout_acts_between_layers_only_while_training(rng: np.random.Generato
     (lambda: ts.nn.LSTM(3, 4, num_layers=2, dropout=1.5), ValueError,
      "LSTM: dropout probability has to be between 0 and 1, but got 1.5"),
     (lambda: ts.nn.GRU(3, 0), ValueError, "GRU: hidden_size must be an integer >= 1, got 0"),
+    (lambda: ts.nn.LSTM(3, 4)(ts.randn(5, 2, 3, dtype=np.float64)), TypeError,
+     "LSTM expected input of dtype float32 (its parameters' dtype), got float64"),
+    (lambda: ts.nn.GRU(3, 4).double()(ts.randn(5, 2, 3, dtype=np.float64), ts.zeros(1, 2, 4)), TypeError,
+     "GRU expected h0 of dtype float64 (its parameters' dtype), got float32"),
+    (lambda: ts.nn.LSTMCell(3, 4)(ts.randn(2, 3), (ts.zeros(2, 4), ts.zeros(2, 4, dtype=np.float64))),
+     TypeError, "LSTMCell expected cx of dtype float32 (its parameters' dtype), got float64"),
+    (lambda: ts.nn.RNNCell(3, 4).double()(ts.randn(3)), TypeError,
+     "RNNCell expected input of dtype float64 (its parameters' dtype), got float32"),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_bad_input_is_named(call: object, error: type, message: str) -> None:
     with pytest.raises(error, match=re.escape(message)):

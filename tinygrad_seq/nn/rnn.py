@@ -145,11 +145,20 @@ class _GRUMath:
 # -- argument checks shared by cells and layers ----------------------------------------------------
 
 
-def _check_input(input: Any, ranks: tuple[int, int], input_size: int, owner: str) -> Tensor:
+def _check_dtype(tensor: Tensor, name: str, dtype: np.dtype, owner: str) -> None:
+    """As PyTorch: a recurrent module computes in its parameters' dtype and never silently
+    promotes a float32 model to float64 (or truncates float64 data to float32)."""
+    if tensor.dtype != dtype:
+        raise TypeError(f"{owner} expected {name} of dtype {dtype} (its parameters' dtype), got "
+                        f"{tensor.dtype}; convert one: {name}.to({dtype}) or module.to({tensor.dtype})")
+
+
+def _check_input(input: Any, ranks: tuple[int, int], input_size: int, dtype: np.dtype, owner: str) -> Tensor:
     """``input`` must be a Tensor of rank ranks[0] (unbatched) or ranks[1] (batched) ending in
-    ``input_size`` features."""
+    ``input_size`` features, in the module's ``dtype``."""
     if not isinstance(input, Tensor):
         raise TypeError(f"{owner} expected a Tensor input, got {type(input).__name__}")
+    _check_dtype(input, "input", dtype, owner)
     if input.ndim not in ranks:
         raise ValueError(f"{owner} expected input of {ranks[0]} dims (unbatched) or {ranks[1]} dims "
                          f"(batched), got shape {input.shape}")
@@ -159,7 +168,7 @@ def _check_input(input: Any, ranks: tuple[int, int], input_size: int, owner: str
     return input
 
 
-def _unpack_state(hx: Any, count: int, names: tuple[str, str], expected: tuple, layout: str,
+def _unpack_state(hx: Any, count: int, names: tuple[str, str], expected: tuple, layout: str, dtype: np.dtype,
                   owner: str) -> State | None:
     """The initial state as a tuple of ``count`` tensors of shape ``expected`` (None if not given);
     LSTMs take a pair (h, c), the others one tensor. ``layout`` explains ``expected`` in errors."""
@@ -177,6 +186,7 @@ def _unpack_state(hx: Any, count: int, names: tuple[str, str], expected: tuple, 
             raise TypeError(f"{owner} expected {name} to be a Tensor, got {type(tensor).__name__}")
         if tensor.shape != expected:
             raise ValueError(f"{owner} expected {name} of shape {expected} {layout}, got {tensor.shape}")
+        _check_dtype(tensor, name, dtype, owner)
     return state
 
 
@@ -213,14 +223,14 @@ class _CellBase(Module):
 
     def forward(self, input: Tensor, hx: Any = None) -> Any:
         owner = type(self).__name__
-        x = _check_input(input, (1, 2), self.input_size, owner)
+        x = _check_input(input, (1, 2), self.input_size, self.weight_ih.dtype, owner)
         unbatched = x.ndim == 1
         if unbatched:
             x = x.unsqueeze(0)
         expected = (self.hidden_size,) if unbatched else (x.shape[0], self.hidden_size)
         state = _unpack_state(hx, self._state_count, ("hx", "cx"), expected,
                               "(hidden_size,) for unbatched input" if unbatched else "(batch, hidden_size)",
-                              owner)
+                              self.weight_ih.dtype, owner)
         if state is None:
             state = (_zeros((x.shape[0], self.hidden_size), x, self.weight_ih),) * self._state_count
         elif unbatched:
@@ -357,7 +367,7 @@ class _RNNBase(Module):
 
     def forward(self, input: Tensor, hx: Any = None, lengths: Any = None) -> tuple[Tensor, Any]:
         owner = type(self).__name__
-        x = _check_input(input, (2, 3), self.input_size, owner)
+        x = _check_input(input, (2, 3), self.input_size, self.weight_ih_l0.dtype, owner)
         unbatched = x.ndim == 2
         if unbatched:
             if lengths is not None:
@@ -377,7 +387,8 @@ class _RNNBase(Module):
             expected = (slots, batch, self.hidden_size)
             layout = ("(num_layers * num_directions, batch, hidden_size)"
                       + (", not batch-first even with batch_first=True" if self.batch_first else ""))
-        state = _unpack_state(hx, self._state_count, ("h0", "c0"), expected, layout, owner)
+        state = _unpack_state(hx, self._state_count, ("h0", "c0"), expected, layout, self.weight_ih_l0.dtype,
+                              owner)
         if state is not None and unbatched:
             state = tuple(s.unsqueeze(1) for s in state)
 
