@@ -21,6 +21,7 @@ import tinygrad_seq as ts
 from tinygrad_seq import charlm, cli
 from tinygrad_seq.demo import run_demo
 from tinygrad_seq.gradcheck import GradcheckReport
+from tinygrad_seq.progress import Progress
 
 HAS_DOT = shutil.which("dot") is not None
 PROGRESS = re.compile(r"step +(\d+) +loss ([\d.]+) +perplexity +([\d.]+)")
@@ -310,15 +311,20 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_progress_bar_in_a_terminal_and_plain_lines_in_logs(monkeypatch, capsys) -> None:
-    from tinygrad_seq import charlm
-
     losses = [3.0, 2.0, 1.0, 0.5]
-    report = charlm.progress_printer(steps=4, every=2)  # pytest's stdout is not a terminal: lines only
+    report = charlm.progress_printer(steps=4, every=2)  # pytest's stderr is not a terminal: lines only
     for step in range(1, 5):
         report(step, losses[:step])
-    lines = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
     assert [line.split()[1] for line in lines] == ["2", "4"] and "perplexity" in lines[-1]
+    assert re.search(r"\(\d+\.\ds\)$", lines[-1]) and captured.err == ""
 
     tqdm = pytest.importorskip("tqdm")
-    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    assert isinstance(charlm._progress_bar(10), tqdm.tqdm)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # where tqdm draws
+    with Progress(3, desc="demo") as progress:
+        assert isinstance(progress._bar, tqdm.tqdm)
+        progress.step(loss=0.5)
+        progress.log("a line that stays")
+    assert progress._bar is None  # closed: the bar is cleared, the lines stay
+    assert "a line that stays" in capsys.readouterr().out

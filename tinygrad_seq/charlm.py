@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from . import nn, optim
 from .autograd import no_grad
 from .checkpoint import PathLike, load, save
 from .nn.module import StateDictError
+from .progress import Progress
 from .tensor import Tensor
 
 RECURRENT_LAYERS: dict[str, type[nn.Module]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -129,36 +128,19 @@ def train(model: CharModel, text_ids: np.ndarray, steps: int, window: int = 32, 
 def progress_printer(steps: int, every: int = 50, indent: str = "  ") -> ProgressCallback:
     """An ``on_progress`` for ``train`` printing, every ``every`` steps and at the end, the mean loss
     of the last ``every`` steps, its perplexity (exp of the loss: the effective number of equally
-    likely next characters) and the time so far. In a terminal with tqdm installed (the ``cli``
+    likely next characters) and the time so far; in a terminal with tqdm installed (the ``cli``
     extra) a progress bar with the latest loss runs beneath those lines."""
-    start = time.perf_counter()
-    bar = _progress_bar(steps)
-    write = print if bar is None else bar.write
+    progress = Progress(steps, desc="training")
 
     def report(step: int, losses: Sequence[float]) -> None:
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        progress.step(loss=losses[-1])
         if step % every == 0 or step == steps:
             recent = float(np.mean(losses[-every:]))
-            write(f"{indent}step {step:4d}  loss {recent:.3f}  perplexity {math.exp(recent):6.2f}  "
-                  f"({time.perf_counter() - start:.1f}s)")
-        if step == steps and bar is not None:
-            bar.close()
+            progress.log(f"{indent}step {step:4d}  loss {recent:.3f}  perplexity {math.exp(recent):6.2f}")
+        if step == steps:
+            progress.close()
 
     return report
-
-
-def _progress_bar(steps: int) -> Any:
-    """A tqdm bar when a person is watching (stdout is a terminal) and tqdm is installed, else None:
-    logs and pipes get the plain lines only."""
-    if not sys.stdout.isatty():
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=steps, unit="step", leave=False, dynamic_ncols=True)
 
 
 def sample(model: CharModel, vocab: str, prime: str, length: int, temperature: float,
