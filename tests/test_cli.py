@@ -251,9 +251,7 @@ def test_graph_without_dot_is_a_one_line_error(tmp_path: Path, capsys: pytest.Ca
 
 def test_bad_option_is_one_line_and_nonzero() -> None:
     result = run_cli("demo", "--steps", "many")
-    assert result.returncode != 0
-    assert "invalid" in result.stderr or "expected" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert_one_line_error(result.returncode, result.stderr, "demo", "--steps", "expected", "--help")
 
 
 def test_bad_paths_in_a_real_process(tmp_path: Path) -> None:
@@ -268,6 +266,9 @@ def test_bad_paths_in_a_real_process(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args, fragments", [
     (["train", "--steps", "-3"], ["--steps", "positive integer", "'-3'"]),
     (["train", "--lr", "0"], ["--lr", "> 0"]),
+    (["train", "--lr", "inf"], ["--lr", "finite"]),
+    (["train", "--hidden"], ["--hidden", "expected one argument"]),
+    (["train", "--colour", "red"], ["unrecognized arguments: --colour red"]),
     (["train", "--cell", "transformer"], ["--cell", "invalid choice"]),
     (["sample", "--temperature", "0"], ["--temperature", "> 0"]),
     (["sample", "--length", "-1"], ["--length", ">= 0"]),
@@ -277,11 +278,13 @@ def test_bad_paths_in_a_real_process(tmp_path: Path) -> None:
 ])
 def test_bad_option_values(capsys: pytest.CaptureFixture, args: list[str], fragments: list[str]) -> None:
     code, _, err = run_main(capsys, *args)
-    error_lines = [line for line in err.splitlines() if not line.startswith(("usage:", " "))]
-    assert code == 2 and len(error_lines) == 1 and "Traceback" not in err
-    assert error_lines[0].startswith(f"tinygrad-seq {args[0]}: error: argument ")
-    for fragment in fragments:
-        assert fragment in error_lines[0]
+    assert_one_line_error(code, err, args[0], "error: ", *fragments, f"(see tinygrad-seq {args[0]} --help)")
+
+
+def test_missing_command_is_one_line(capsys: pytest.CaptureFixture) -> None:
+    code, _, err = run_main(capsys)
+    assert code == 2 and err == "tinygrad-seq: error: the following arguments are required: COMMAND " \
+                                "(see tinygrad-seq --help)\n"
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -295,6 +298,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFi
     charlm.save_checkpoint(checkpoint, model, ts.optim.Adam(model.parameters()), "abc")
     cases = [
         (["train", "--text", str(a_file)], ["has 0 characters"]),
+        (["train", "--batch", "5000"], ["the Zen of Python has", "--batch 5000 streams need at least 5001"]),
         (["train", "--text", str(tmp_path)], ["cannot read --text", "Is a directory"]),
         (["train", "--out", str(a_file / "sub")], ["cannot create the output folder", "Not a directory"]),
         (["demo", "--out", str(a_file / "sub")], ["cannot create the output folder"]),
@@ -328,3 +332,14 @@ def test_progress_bar_in_a_terminal_and_plain_lines_in_logs(monkeypatch, capsys)
         progress.log("a line that stays")
     assert progress._bar is None  # closed: the bar is cleared, the lines stay
     assert "a line that stays" in capsys.readouterr().out
+
+
+def test_one_blas_thread_unless_the_user_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    for name in cli.THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with cli._blas_threads() as limiter:
+        assert isinstance(limiter, threadpoolctl.threadpool_limits)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    with cli._blas_threads() as limiter:
+        assert limiter is None

@@ -9,11 +9,13 @@ at the call that consumed that input. Anything else is a bug and keeps its trace
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -37,6 +39,7 @@ DEFAULT_OUT = "tinygrad_seq_out"
 CHECKPOINT_NAME = "char_model.safetensors"
 CELLS = tuple(RECURRENT_LAYERS)
 DEFAULT = " (default: %(default)s)"  # appended to option help
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class CliError(Exception):
@@ -74,7 +77,7 @@ def _number(convert: Callable[[str], Any], minimum: float, inclusive: bool, what
             value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not (value >= minimum if inclusive else value > minimum) or value != value:  # nan too
+        if not math.isfinite(value) or not (value >= minimum if inclusive else value > minimum):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return value
 
@@ -84,7 +87,7 @@ def _number(convert: Callable[[str], Any], minimum: float, inclusive: bool, what
 
 positive_int = _number(int, 1, True, "a positive integer")
 non_negative_int = _number(int, 0, True, "an integer >= 0")
-positive_float = _number(float, 0.0, False, "a number > 0")
+positive_float = _number(float, 0.0, False, "a finite number > 0")
 
 
 def _at_least_two(text: str) -> int:
@@ -155,8 +158,8 @@ def _train(args: argparse.Namespace) -> int:
         source = args.text
     needed = args.batch + 1
     if len(text) < needed:
-        raise CliError(f"--text {args.text!r} has {len(text)} characters; {args.batch} streams need at "
-                       f"least {needed}")
+        raise CliError(f"{source} has {len(text)} characters; --batch {args.batch} streams need at least "
+                       f"{needed}")
     out = _output_dir(args.out)
     ts.manual_seed(args.seed)
     vocab = vocabulary(text)
@@ -229,6 +232,14 @@ def _graph(args: argparse.Namespace) -> int:
 # -- the parser ------------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is reported in one line like every other error (the usage it
+    would print first is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _add_layer_options(parser: argparse.ArgumentParser, hidden: int, input_size: int, steps: int) -> None:
     parser.add_argument("--cell", choices=CELLS, default="lstm", help="recurrent cell" + DEFAULT)
     parser.add_argument("--layers", type=positive_int, default=1, help="stacked layers" + DEFAULT)
@@ -240,7 +251,8 @@ def _add_layer_options(parser: argparse.ArgumentParser, hidden: int, input_size:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tinygrad-seq", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="tinygrad-seq", description="Train, sample, check and draw small recurrent "
+                                                      "networks; `demo` shows all of it in a minute.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="train a small recurrent net, check its gradients, show BPTT",
@@ -310,13 +322,31 @@ def build_parser() -> argparse.ArgumentParser:
                                         f"(default: {DEFAULT_OUT}/unrolled_<cell>.svg)")
     graph.add_argument("--grads", action="store_true", help="run backward and colour by gradient norm")
     graph.set_defaults(run=_graph)
+    for command in commands.choices.values():
+        command.set_defaults(parser=command)  # so main() reports stray arguments against their command
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _blas_threads() -> AbstractContextManager[Any]:
+    """One BLAS thread unless the user chose a number (the THREAD_VARIABLES): on the command line's
+    small matrices extra threads only wait on each other (on 2 cores the demo took 20 s, not 8).
+    threadpoolctl comes with the ``cli`` extra; without it BLAS keeps its default."""
+    if any(os.environ.get(name) for name in THREAD_VARIABLES):
+        return nullcontext()
     try:
-        return args.run(args)
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return nullcontext()
+    return threadpool_limits(1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        with _blas_threads():
+            return args.run(args)
     except CliError as err:
         print(f"tinygrad-seq {args.command}: {err}", file=sys.stderr)
         return 2
