@@ -54,24 +54,29 @@ def assert_one_line_error(code: int, err: str, command: str, *fragments: str) ->
 # -- demo -------------------------------------------------------------------------------------------
 
 
-def test_demo_subprocess_writes_its_outputs(tmp_path: Path) -> None:
+def test_demo_subprocess_writes_its_outputs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     result = run_cli("demo", "--steps", "60", "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     assert "perplexity" in result.stdout and "max abs error" in result.stdout
+    assert "passed: backward agrees with finite differences" in result.stdout
     out = tmp_path / "out"
-    assert len((out / "sample.txt").read_text()) == len("Beautiful") + 160
-    flow = np.loadtxt(out / "gradient_flow.csv", delimiter=",", skiprows=1)
+    assert len((out / "demo_sample.txt").read_text()) == len("Beautiful") + 160
+    flow = np.loadtxt(out / "demo_gradient_flow.csv", delimiter=",", skiprows=1)
     assert flow.shape == (32, 2) and np.all(flow[:, 1] > 0)
-    assert ts.load(out / "char_lstm.safetensors")["model"]["rnn.weight_hh_l0"].shape == (4 * 64, 64)
-    model, vocab, config = charlm.load_checkpoint(out / "char_lstm.safetensors")  # `sample` reads it too
+    assert ts.load(out / "demo_char_lstm.safetensors")["model"]["rnn.weight_hh_l0"].shape == (4 * 64, 64)
+    model, vocab, config = charlm.load_checkpoint(out / "demo_char_lstm.safetensors")  # `sample` reads it too
     assert vocab == charlm.vocabulary(charlm.zen_of_python()) and config["cell"] == "lstm"
+    code, sampled, err = run_main(capsys, "sample", "--checkpoint", str(out / "demo_char_lstm.safetensors"),
+                                  "--length", "20")
+    assert code == 0 and len(sampled) == len("Beautiful") + 20 + 1, err  # the demo's prime, then a newline
     if HAS_DOT:
-        svg = ET.parse(out / "unrolled_lstm.svg").getroot()
-        assert svg.tag.endswith("svg") and "t=0" in (out / "unrolled_lstm.svg").read_text()
+        svg = ET.parse(out / "demo_unrolled_lstm.svg").getroot()
+        source = (out / "demo_unrolled_lstm.svg").read_text()
+        assert svg.tag.endswith("svg") and "t=0" in source and "gradient norm" in source
     else:
-        assert "digraph" in (out / "unrolled_lstm.dot").read_text()
+        assert "digraph" in (out / "demo_unrolled_lstm.dot").read_text()
     if importlib.util.find_spec("matplotlib"):
-        assert (out / "gradient_flow.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / "demo_gradient_flow.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_demo_learns_and_its_gradients_check(tmp_path: Path) -> None:
