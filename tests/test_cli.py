@@ -348,3 +348,18 @@ def test_one_blas_thread_unless_the_user_chose(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     with cli._blas_threads() as limiter:
         assert limiter is None
+
+
+@pytest.mark.parametrize("error, code, message", [
+    (MemoryError("596 GiB"), 2, "out of memory (596 GiB); choose smaller sizes"),
+    (KeyboardInterrupt(), 130, "interrupted"),
+])
+def test_out_of_memory_and_ctrl_c_are_one_line(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+                                               error: BaseException, code: int, message: str) -> None:
+    """Faked: a real 600 GiB request would succeed lazily where memory is overcommitted."""
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(cli, "_recurrent_layer", fail)
+    exit_code, _, err = run_main(capsys, "gradcheck", "--hidden", "400000")
+    assert (exit_code, err) == (code, f"tinygrad-seq gradcheck: {message}\n")

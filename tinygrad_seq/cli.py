@@ -3,7 +3,8 @@
 Every subcommand reports bad options or paths as one line on stderr and exits with code 2:
 option values are checked by argparse's types, and the library's ValueError / OSError raised by
 what the user supplied (a path, a prime string, a picture too big to draw) become a ``CliError``
-at the call that consumed that input. Anything else is a bug and keeps its traceback.
+at the call that consumed that input; sizes too big for memory and Ctrl-C are one line too.
+Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -350,3 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as err:
         print(f"tinygrad-seq {args.command}: {err}", file=sys.stderr)
         return 2
+    except MemoryError as err:  # sizes the user chose: --hidden, --layers, --steps, --batch ...
+        print(f"tinygrad-seq {args.command}: out of memory ({err}); choose smaller sizes", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tinygrad-seq {args.command}: interrupted", file=sys.stderr)
+        return 130  # the shell's code for Ctrl-C
