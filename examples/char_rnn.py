@@ -10,7 +10,7 @@ windows, and the state carried between windows is detached so each backward stay
 gradient-norm clipping, perplexity on training text and on held-out lines, and samples at
 several temperatures (low: safe and repetitive; high: adventurous and misspelled).
 
-    python examples/char_rnn.py          # about 20 s
+    python examples/char_rnn.py          # about 10 s
     python examples/char_rnn.py --fast   # what CI runs
 """
 

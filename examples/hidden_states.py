@@ -12,7 +12,7 @@ Output: the strip in the terminal (ANSI background colours; in a log or pipe, or
 set, a row of + and - marks under each line instead; FORCE_COLOR keeps the colours) and
 tinygrad_seq_out/hidden_states.html with one strip per candidate quantity.
 
-    python examples/hidden_states.py          # about 20 s
+    python examples/hidden_states.py          # about 10 s
     python examples/hidden_states.py --fast   # what CI runs
 """
 

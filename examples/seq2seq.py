@@ -13,7 +13,7 @@ accuracy (every digit and the <end> right) measures that.
 Inputs of different lengths are padded; the encoder gets ``lengths=`` so its final state is
 each sequence's own, and padded targets are skipped by the loss with ``ignore_index``.
 
-    python examples/seq2seq.py          # about 15 s
+    python examples/seq2seq.py          # about 30 s
     python examples/seq2seq.py --fast   # what CI runs
 """
 

@@ -13,7 +13,7 @@ Sentences have different lengths: they are padded, the GRUs get ``lengths=`` (so
 direction starts at each sentence's own last word) and padded positions are left out of the
 loss with ``ignore_index``.
 
-    python examples/sequence_labeling.py          # about 30 s
+    python examples/sequence_labeling.py          # about 20 s
     python examples/sequence_labeling.py --fast   # what CI runs
 """
 
