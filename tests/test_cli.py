@@ -292,7 +292,9 @@ def test_missing_command_is_one_line(capsys: pytest.CaptureFixture) -> None:
                                 "(see tinygrad-seq --help)\n"
 
 
-def test_bad_inputs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_inputs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # `sample` with no --checkpoint looks in ./tinygrad_seq_out/
     a_file = tmp_path / "a_file"
     a_file.write_text("")
     plain = tmp_path / "plain.safetensors"
@@ -308,6 +310,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFi
         (["train", "--out", str(a_file / "sub")], ["cannot create the output folder", "Not a directory"]),
         (["demo", "--out", str(a_file / "sub")], ["cannot create the output folder"]),
         (["sample", "--checkpoint", str(tmp_path / "none.safetensors")], ["No such file or directory"]),
+        (["sample"], ["no checkpoint at 'tinygrad_seq_out/char_model.safetensors' yet", "tinygrad-seq train",
+                      "demo_char_lstm.safetensors"]),
         (["sample", "--checkpoint", str(plain)], ["not a char-model checkpoint", "missing model"]),
         (["sample", "--checkpoint", str(checkpoint), "--prime", "abXYa"], ["--prime", "'X', 'Y'"]),
         (["graph", "--output", str(tmp_path / "p.jpg")], ["cannot infer the format", ".svg"]),

@@ -37,7 +37,8 @@ from .charlm import (
 from .nn import LSTM
 
 DEFAULT_OUT = "tinygrad_seq_out"
-CHECKPOINT_NAME = "char_model.safetensors"
+CHECKPOINT_NAME = "char_model.safetensors"  # what `train` writes and `sample` reads by default
+DEMO_CHECKPOINT_NAME = "demo_char_lstm.safetensors"
 CELLS = tuple(RECURRENT_LAYERS)
 DEFAULT = " (default: %(default)s)"  # appended to option help
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -185,6 +186,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    if args.checkpoint == f"{DEFAULT_OUT}/{CHECKPOINT_NAME}" and not Path(args.checkpoint).exists():
+        raise CliError(f"no checkpoint at {args.checkpoint!r} yet: train one with `tinygrad-seq train`, or "
+                       f"pass --checkpoint {DEFAULT_OUT}/{DEMO_CHECKPOINT_NAME} (the demo's)")
     with user_input(f"cannot load --checkpoint {args.checkpoint!r}"):
         model, vocab, config = load_checkpoint(args.checkpoint)
     prime = args.prime if args.prime is not None else config.get("prime", vocab[0])

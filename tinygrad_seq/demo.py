@@ -24,7 +24,7 @@ from .charlm import (
     vocabulary,
     zen_of_python,
 )
-from .cli import error_table
+from .cli import DEMO_CHECKPOINT_NAME, error_table
 
 
 def bar(value: float, top: float, width: int = 40) -> str:
@@ -84,7 +84,7 @@ def run_demo(out_dir: str = "tinygrad_seq_out", steps: int = 300, seed: int = 0,
     decades = np.log10(norms / norms.min()) + 1  # bars on a log scale: one step per factor of 10
     for t in range(0, window, 3):
         print(f"  t={t:3d}  {norms[t]:.2e}  {bar(decades[t], decades.max())}")
-    written = ["demo_sample.txt", "demo_gradient_flow.csv", "demo_char_lstm.safetensors"]
+    written = ["demo_sample.txt", "demo_gradient_flow.csv", DEMO_CHECKPOINT_NAME]
     picture = ts.viz.draw(loss, level="cell", max_steps=8,
                           params=[*cell.named_parameters(prefix="lstm_cell"),
                                   *model.head.named_parameters(prefix="head")])
@@ -102,7 +102,7 @@ def run_demo(out_dir: str = "tinygrad_seq_out", steps: int = 300, seed: int = 0,
               "(pip install 'tinygrad_seq[cli]')")
     np.savetxt(out / "demo_gradient_flow.csv", np.column_stack([np.arange(window), norms]), delimiter=",",
                header="t,grad_norm", comments="")
-    checkpoint = out / "demo_char_lstm.safetensors"
+    checkpoint = out / DEMO_CHECKPOINT_NAME
     save_checkpoint(checkpoint, model, optimizer, vocab,
                     {"steps": steps, "window": window, "seed": seed, "prime": "Beautiful"})
     print(f"outputs in {out}/: {', '.join(written)}")
