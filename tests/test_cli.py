@@ -207,6 +207,26 @@ def test_gradcheck_fast_without_bias(capsys: pytest.CaptureFixture) -> None:
     assert names == ["input", "h0", "weight_ih_l0", "weight_hh_l0"]
 
 
+@pytest.mark.parametrize("options", [["--cell", "lstm"], ["--cell", "gru", "--layers", "2", "--fast"]])
+def test_gradcheck_progress_bar_counts_every_run(capsys: pytest.CaptureFixture,
+                                                 monkeypatch: pytest.MonkeyPatch, options: list[str]) -> None:
+    """The bar's total is the number of forward runs a passing check makes, so it ends at 100%."""
+    bars = []
+
+    class Recorder(Progress):
+        def __init__(self, total: int, **kwargs: str) -> None:
+            super().__init__(total, **kwargs)
+            self.total, self.steps = total, 0
+            bars.append(self)
+
+        def step(self, **latest: float) -> None:
+            self.steps += 1
+
+    monkeypatch.setattr(cli, "Progress", Recorder)
+    code, _, _ = run_main(capsys, "gradcheck", *options)
+    assert code == 0 and len(bars) == 1 and bars[0].steps == bars[0].total
+
+
 def test_gradcheck_failure_exits_1(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     def failing(fn, inputs, **options) -> GradcheckReport:
         rows = [("input", 1e-9, 1e-8, True), ("weight_hh_l0", 0.5, 0.9, False)]

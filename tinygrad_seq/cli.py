@@ -35,6 +35,7 @@ from .charlm import (
     zen_of_python,
 )
 from .nn import LSTM
+from .progress import Progress
 
 DEFAULT_OUT = "tinygrad_seq_out"
 CHECKPOINT_NAME = "char_model.safetensors"  # what `train` writes and `sample` reads by default
@@ -132,12 +133,22 @@ def _layer_inputs(layer: Any, steps: int, batch: int, batch_first: bool, dtype: 
     return x, states
 
 
-def _layer_call(layer: Any) -> Callable[..., tuple[Any, Any]]:
+def _layer_call(layer: Any, each_call: Callable[[], None] = lambda: None) -> Callable[..., tuple[Any, Any]]:
     """``layer`` as a function of (x, h0) or (x, h0, c0): gradcheck passes it exactly as many
-    tensors as it has positional parameters, the layer's parameters reach it as attributes."""
+    tensors as it has positional parameters, the layer's parameters reach it as attributes.
+    ``each_call`` runs before every call (gradcheck's progress)."""
     if isinstance(layer, LSTM):
-        return lambda x, h0, c0: layer(x, (h0, c0))
-    return lambda x, h0: layer(x, h0)
+        def lstm(x: Any, h0: Any, c0: Any) -> tuple[Any, Any]:
+            each_call()
+            return layer(x, (h0, c0))
+
+        return lstm
+
+    def rnn_or_gru(x: Any, h0: Any) -> tuple[Any, Any]:
+        each_call()
+        return layer(x, h0)
+
+    return rnn_or_gru
 
 
 # -- subcommands: each returns the exit code -------------------------------------------------------
@@ -203,8 +214,13 @@ def _gradcheck(args: argparse.Namespace) -> int:
     x, states = _layer_inputs(layer, args.steps, args.batch, args.batch_first, np.float64)
     for name, param in layer.named_parameters():
         param.name = name
-    report = ts.gradcheck(_layer_call(layer), [x, *states, *layer.parameters()], fast_mode=args.fast,
-                          raise_exception=False)
+    inputs = [x, *states, *layer.parameters()]
+    # the forward runs twice per central difference (per entry, or per tensor in fast mode) plus twice
+    # for the analytic gradient: a large configuration takes a while, so show a bar
+    runs = 2 * (len(inputs) if args.fast else sum(tensor.size for tensor in inputs)) + 2
+    with Progress(runs, desc="gradcheck", unit="run") as progress:
+        report = ts.gradcheck(_layer_call(layer, progress.step), inputs, fast_mode=args.fast,
+                              raise_exception=False)
     print(f"gradcheck {layer!r} on input {x.shape} ({report.settings})")
     print("\n".join(error_table(report)))
     if report:

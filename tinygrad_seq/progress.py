@@ -17,9 +17,9 @@ class Progress:
     it. ``log(text)`` prints a line that stays (above the bar), stamped with the seconds since the
     start. Use it as a context manager (or call ``close``) so the bar is cleared at the end."""
 
-    def __init__(self, total: int, desc: str = "") -> None:
+    def __init__(self, total: int, desc: str = "", unit: str = "step") -> None:
         self.start = time.perf_counter()
-        self._bar = _tqdm_bar(total, desc)
+        self._bar = _tqdm_bar(total, desc, unit)
 
     def step(self, **latest: float) -> None:
         if self._bar is not None:
@@ -45,7 +45,7 @@ class Progress:
         self.close()
 
 
-def _tqdm_bar(total: int, desc: str) -> Any:
+def _tqdm_bar(total: int, desc: str, unit: str) -> Any:
     """A tqdm bar when stderr is a terminal and tqdm is installed, else None."""
     if not sys.stderr.isatty():
         return None
@@ -53,4 +53,4 @@ def _tqdm_bar(total: int, desc: str) -> Any:
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, desc=desc or None, unit="step", leave=False, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc or None, unit=unit, leave=False, dynamic_ncols=True)
