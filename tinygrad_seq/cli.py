@@ -215,8 +215,8 @@ def _gradcheck(args: argparse.Namespace) -> int:
     for name, param in layer.named_parameters():
         param.name = name
     inputs = [x, *states, *layer.parameters()]
-    # the forward runs twice per central difference (per entry, or per tensor in fast mode) plus twice
-    # for the analytic gradient: a large configuration takes a while, so show a bar
+    # the forward runs twice per central difference (per entry, or per tensor in fast mode) and twice
+    # more for the analytic pass (a test keeps this count exact): large configurations take a while
     runs = 2 * (len(inputs) if args.fast else sum(tensor.size for tensor in inputs)) + 2
     with Progress(runs, desc="gradcheck", unit="run") as progress:
         report = ts.gradcheck(_layer_call(layer, progress.step), inputs, fast_mode=args.fast,
