@@ -387,3 +387,16 @@ def test_out_of_memory_and_ctrl_c_are_one_line(capsys: pytest.CaptureFixture, mo
     monkeypatch.setattr(cli, "_recurrent_layer", fail)
     exit_code, _, err = run_main(capsys, "gradcheck", "--hidden", "400000")
     assert (exit_code, err) == (code, f"tinygrad-seq gradcheck: {message}\n")
+
+
+def test_unwritable_output_folder_fails_before_training(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faked with a PermissionError: as root (CI) a read-only mode does not stop writes."""
+    def refuse(path: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Path, "touch", refuse)
+    for command in ("demo", "train"):
+        code, out, err = run_main(capsys, command, "--out", str(tmp_path / "locked"))
+        assert_one_line_error(code, err, command, "cannot create the output folder", "Permission denied")
+        assert "step" not in out  # nothing trained
