@@ -187,6 +187,18 @@ def test_sample_is_reproducible_and_checks_the_prime() -> None:
         charlm.sample(model, "abc", "zax", 3, 1.0, np.random.default_rng(0))
 
 
+def test_generate_checks_at_once_and_leaves_grad_mode_alone() -> None:
+    ts.manual_seed(2)
+    model = charlm.CharModel(3, 5)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        charlm.generate(model, "abc", "ab", 3, 0.0, np.random.default_rng(0))  # before any next()
+    characters = charlm.generate(model, "abc", "ab", 12, 1.0, np.random.default_rng(7))
+    first = next(characters)
+    assert ts.is_grad_enabled()  # between characters, the caller's code runs with its own grad mode
+    assert "ab" + first + "".join(characters) == charlm.sample(model, "abc", "ab", 12, 1.0,
+                                                                np.random.default_rng(7))
+
+
 # -- gradcheck --------------------------------------------------------------------------------------
 
 

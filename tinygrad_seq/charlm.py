@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,22 +147,31 @@ def sample(model: CharModel, vocab: str, prime: str, length: int, temperature: f
            rng: np.random.Generator) -> str:
     """``prime`` followed by ``length`` characters drawn one at a time from the model's softmax at
     ``temperature`` (below 1: safer, more repetitive; above 1: more surprising)."""
+    return prime + "".join(generate(model, vocab, prime, length, temperature, rng))
+
+
+def generate(model: CharModel, vocab: str, prime: str, length: int, temperature: float,
+             rng: np.random.Generator) -> Iterator[str]:
+    """``sample``'s characters after ``prime``, yielded as they are drawn so a long sample can be shown
+    as it grows. The arguments are checked now, before the first character is asked for."""
     if not prime:
         raise ValueError("sample: prime must hold at least one character to start from")
     if not temperature > 0:
         raise ValueError(f"sample: temperature must be > 0, got {temperature!r}")
     if isinstance(length, bool) or not isinstance(length, int) or length < 0:
         raise ValueError(f"sample: length must be a non-negative integer, got {length!r}")
-    prime_ids = encode(prime, vocab)
-    out = list(prime)
-    with no_grad():
-        logits, _, state = model(prime_ids[:, None])
-        for _ in range(length):
+    return _draw(model, vocab, encode(prime, vocab), length, temperature, rng)
+
+
+def _draw(model: CharModel, vocab: str, ids: np.ndarray, length: int, temperature: float,
+          rng: np.random.Generator) -> Iterator[str]:
+    state = None
+    for _ in range(length):
+        with no_grad():  # per step: the caller's own code runs between the yields
+            logits, _, state = model(ids[:, None], state)
             probs = (logits[-1, 0] / temperature).softmax(0).numpy().astype(np.float64)
-            next_id = int(rng.choice(len(vocab), p=probs / probs.sum()))
-            out.append(vocab[next_id])
-            logits, _, state = model(np.array([[next_id]]), state)
-    return "".join(out)
+        ids = np.array([rng.choice(len(vocab), p=probs / probs.sum())])
+        yield vocab[ids[0]]
 
 
 def save_checkpoint(path: PathLike, model: CharModel, optimizer: optim.Optimizer, vocab: str,

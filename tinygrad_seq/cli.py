@@ -26,9 +26,9 @@ from .charlm import (
     RECURRENT_LAYERS,
     CharModel,
     encode,
+    generate,
     load_checkpoint,
     progress_printer,
-    sample,
     save_checkpoint,
     train,
     vocabulary,
@@ -204,8 +204,12 @@ def _sample(args: argparse.Namespace) -> int:
         model, vocab, config = load_checkpoint(args.checkpoint)
     prime = args.prime if args.prime is not None else config.get("prime", vocab[0])
     with user_input("--prime"):
-        text = sample(model, vocab, prime, args.length, args.temperature, np.random.default_rng(args.seed))
-    print(text)
+        characters = generate(model, vocab, prime, args.length, args.temperature,
+                              np.random.default_rng(args.seed))
+    print(prime, end="", flush=True)
+    for character in characters:  # as they are drawn: a long sample shows its progress by growing
+        print(character, end="", flush=True)
+    print()
     return 0
 
 
