@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # tiny matrices: BLAS threads would only wait
 
@@ -32,6 +31,7 @@ import numpy as np
 
 import tinygrad_seq as ts
 from tinygrad_seq import nn
+from tinygrad_seq.progress import Progress
 
 COLOURS = ["red", "green", "blue", "yellow", "black", "white"]
 SHAPES = ["circle", "square", "triangle", "star", "heart", "cross"]
@@ -131,18 +131,19 @@ def main(fast: bool = False) -> dict:
     print(f"{len(COLOURS) * len(SHAPES) - len(UNSEEN)} colour-shape pairs x {len(SIZES)} sizes in training "
           f"({', '.join(' '.join(pair) for pair in sorted(UNSEEN))} held out); {FEATURES} noisy features "
           f"-> Linear -> LSTM decoder (hidden {hidden}), teacher forcing, {steps} steps of 64 pictures")
-    start = time.perf_counter()
-    for step in range(1, steps + 1):
-        pictures = make_pictures(rng, 64, unseen=False)
-        inputs, targets = teacher_forcing_batch(pictures)
-        logits, _ = model(inputs, model.initial_state(features_of(pictures, camera, rng)))
-        loss = nn.functional.cross_entropy(logits.reshape(-1, len(WORDS)), targets.reshape(-1),
-                                           ignore_index=PAD)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % (steps // 5) == 0:
-            print(f"  step {step:4d}  loss {loss.item():.4f}  ({time.perf_counter() - start:.1f}s)")
+    with Progress(steps, desc="captioner") as progress:
+        for step in range(1, steps + 1):
+            pictures = make_pictures(rng, 64, unseen=False)
+            inputs, targets = teacher_forcing_batch(pictures)
+            logits, _ = model(inputs, model.initial_state(features_of(pictures, camera, rng)))
+            loss = nn.functional.cross_entropy(logits.reshape(-1, len(WORDS)), targets.reshape(-1),
+                                               ignore_index=PAD)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            progress.step(loss=loss.item())
+            if step % (steps // 5) == 0:
+                progress.log(f"  step {step:4d}  loss {loss.item():.4f}")
 
     seen, unseen = make_pictures(rng, 400, unseen=False), make_pictures(rng, 100, unseen=True)
     seen_features, unseen_features = features_of(seen, camera, rng), features_of(unseen, camera, rng)

@@ -10,7 +10,7 @@ windows, and the state carried between windows is detached so each backward stay
 gradient-norm clipping, perplexity on training text and on held-out lines, and samples at
 several temperatures (low: safe and repetitive; high: adventurous and misspelled).
 
-    python examples/char_rnn.py          # about 20 s
+    python examples/char_rnn.py          # about 10 s
     python examples/char_rnn.py --fast   # what CI runs
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import time
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # tiny matrices: BLAS threads would only wait
@@ -29,6 +28,7 @@ import numpy as np
 import tinygrad_seq as ts
 from tinygrad_seq import nn
 from tinygrad_seq.charlm import CharModel, sample, zen_of_python
+from tinygrad_seq.progress import Progress
 
 OUT = Path("tinygrad_seq_out")
 
@@ -94,31 +94,32 @@ def train_char_lstm(text: str, steps: int, hidden: int, held_out: str = "", wind
     held-out perplexity as it goes if ``held_out`` text is given; returns the model, its
     alphabet and the loss of every step."""
     chars = sorted(set(text))
-    ids = encode(text, chars)
+    ids, held_out_ids = encode(text, chars), encode(held_out, chars)
     model = CharModel(len(chars), hidden)
     optimizer = ts.optim.Adam(model.parameters(), lr=1e-2)
     inputs, targets = nn.sequential_partition(ids, batch_size=streams)  # (T, streams), time-major
     losses: list[float] = []
     norms: list[float] = []  # gradient norms before clipping
-    start = time.perf_counter()
-    while len(losses) < steps:  # one epoch = one walk over the streams, `window` characters at a time
-        state = None  # each epoch starts the streams from a zero state
-        for x, y in nn.truncated_bptt(inputs, targets, window):
-            logits, _, state = model(x, nn.detach_state(state))  # the gradient stops at the window edge
-            loss = nn.functional.cross_entropy(logits.reshape(-1, len(chars)), y.reshape(-1))
-            optimizer.zero_grad()
-            loss.backward()
-            norms.append(nn.utils.clip_grad_norm_(model.parameters(), max_norm).item())  # before clipping
-            optimizer.step()
-            losses.append(loss.item())
-            if len(losses) % 50 == 0 or len(losses) == steps:
-                recent = float(np.mean(losses[-25:]))
-                held_out_report = (f"  held-out perplexity {perplexity(model, encode(held_out, chars)):6.2f}"
-                                   if held_out else "")
-                print(f"  step {len(losses):4d}  loss {recent:.3f}  perplexity {math.exp(recent):6.2f}"
-                      f"{held_out_report}  ({time.perf_counter() - start:.1f}s)")
-            if len(losses) == steps:
-                break
+    with Progress(steps, desc="char LSTM") as progress:
+        while len(losses) < steps:  # one epoch = one walk over the streams, `window` characters at a time
+            state = None  # each epoch starts the streams from a zero state
+            for x, y in nn.truncated_bptt(inputs, targets, window):
+                logits, _, state = model(x, nn.detach_state(state))  # the gradient stops at the window edge
+                loss = nn.functional.cross_entropy(logits.reshape(-1, len(chars)), y.reshape(-1))
+                optimizer.zero_grad()
+                loss.backward()
+                norms.append(nn.utils.clip_grad_norm_(model.parameters(), max_norm).item())  # before clipping
+                optimizer.step()
+                losses.append(loss.item())
+                progress.step(loss=losses[-1])
+                if len(losses) % 50 == 0 or len(losses) == steps:
+                    recent = float(np.mean(losses[-25:]))
+                    line = f"  step {len(losses):4d}  loss {recent:.3f}  perplexity {math.exp(recent):6.2f}"
+                    if held_out:
+                        line += f"  held-out perplexity {perplexity(model, held_out_ids):6.2f}"
+                    progress.log(line)
+                if len(losses) == steps:
+                    break
     clipped = sum(norm > max_norm for norm in norms)
     print(f"  gradient norm before clipping: median {np.median(norms):.2f}, max {max(norms):.2f}; "
           f"clipped to {max_norm} in {clipped} of {len(norms)} steps")

@@ -8,10 +8,11 @@ picks, for each, the unit whose activation correlates best with it. Then it pain
 the most telling unit's activation: red for positive, blue for negative, white near zero
 (Karpathy's "Visualizing and Understanding Recurrent Networks" did this on larger models).
 
-Output: the strip in the terminal (ANSI background colours; set NO_COLOR to get plain text) and
+Output: the strip in the terminal (ANSI background colours; in a log or pipe, or with NO_COLOR
+set, a row of + and - marks under each line instead; FORCE_COLOR keeps the colours) and
 tinygrad_seq_out/hidden_states.html with one strip per candidate quantity.
 
-    python examples/hidden_states.py          # about 20 s
+    python examples/hidden_states.py          # about 10 s
     python examples/hidden_states.py --fast   # what CI runs
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import html
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # tiny matrices: BLAS threads would only wait
@@ -60,10 +62,27 @@ def colour(activation: float) -> tuple[int, int, int]:
     return (255, fade, fade) if activation > 0 else (fade, fade, 255)
 
 
+def use_colour() -> bool:
+    """Colours for a terminal, not for a log or pipe; the NO_COLOR / FORCE_COLOR conventions decide first."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    return bool(os.environ.get("FORCE_COLOR")) or sys.stdout.isatty()
+
+
+def marked_strip(text: str, activations: np.ndarray, threshold: float = 0.5) -> str:
+    """The colourless strip: under each line, + where the activation is above ``threshold``, - where
+    it is below -``threshold``."""
+    rows, start = [], 0
+    for line in text.rstrip("\n").split("\n"):
+        marks = ["+" if a > threshold else "-" if a < -threshold else " "
+                 for a in activations[start:start + len(line)]]
+        rows += [line, "".join(marks).rstrip()]
+        start += len(line) + 1
+    return "\n".join(rows)
+
+
 def terminal_strip(text: str, activations: np.ndarray) -> str:
     """The text with each character on a background of its activation's colour (24-bit ANSI)."""
-    if os.environ.get("NO_COLOR"):
-        return text
     cells = []
     for char, activation in zip(text, activations, strict=True):
         r, g, b = colour(activation)
@@ -92,8 +111,10 @@ def main(fast: bool = False) -> dict:
         print(f"  '{name}': unit {unit} follows it best (correlation {r:+.2f})")
     name, (unit, r) = max(best.items(), key=lambda item: abs(item[1][1]))
     shown = text[:text.index("\n", 400) + 1]  # whole lines, about 400 characters
-    print(f"unit {unit} over the text ({name}, correlation {r:+.2f}; red > 0, blue < 0):")
-    print(terminal_strip(shown, activations[:len(shown), unit]))
+    colour_key = "red > 0, blue < 0" if use_colour() else "+ above 0.5, - below -0.5"
+    print(f"unit {unit} over the text ({name}, correlation {r:+.2f}; {colour_key}):")
+    strip = terminal_strip if use_colour() else marked_strip
+    print(strip(shown, activations[:len(shown), unit]))
 
     strips = [html_strip(f"unit {u}: {feature} (correlation {c:+.2f})", text, activations[:, u])
               for feature, (u, c) in best.items()]

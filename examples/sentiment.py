@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from collections.abc import Callable
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # tiny matrices: BLAS threads would only wait
@@ -32,6 +31,7 @@ import numpy as np
 
 import tinygrad_seq as ts
 from tinygrad_seq import nn
+from tinygrad_seq.progress import Progress
 
 SUBJECTS = ["the movie", "the plot", "the acting", "the ending", "this film"]
 POSITIVE = ["good", "great", "fun", "clever"]
@@ -129,16 +129,16 @@ def train(model: nn.Module, loss_fn: LossFn, data: tuple, steps: int, name: str)
     """Full-batch Adam on (one-hot words, lengths, polarity)."""
     words, lengths, polarity = data
     optimizer = ts.optim.Adam(model.parameters(), lr=0.01)
-    start = time.perf_counter()
-    for step in range(1, steps + 1):
-        loss = loss_fn(model(words, lengths), polarity)
-        optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
-        if step % (steps // 3) == 0:
-            elapsed = time.perf_counter() - start
-            print(f"  {name:14s} step {step:4d}  loss {loss.item():.4f}  ({elapsed:.1f}s)")
+    with Progress(steps, desc=name) as progress:
+        for step in range(1, steps + 1):
+            loss = loss_fn(model(words, lengths), polarity)
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            progress.step(loss=loss.item())
+            if step % (steps // 3) == 0:
+                progress.log(f"  {name:14s} step {step:4d}  loss {loss.item():.4f}")
 
 
 def accuracy(model: nn.Module, data: tuple) -> float:

@@ -13,7 +13,7 @@ accuracy (every digit and the <end> right) measures that.
 Inputs of different lengths are padded; the encoder gets ``lengths=`` so its final state is
 each sequence's own, and padded targets are skipped by the loss with ``ignore_index``.
 
-    python examples/seq2seq.py          # about 15 s
+    python examples/seq2seq.py          # about 30 s
     python examples/seq2seq.py --fast   # what CI runs
 """
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # tiny matrices: BLAS threads would only wait
 
@@ -29,6 +28,7 @@ import numpy as np
 
 import tinygrad_seq as ts
 from tinygrad_seq import nn
+from tinygrad_seq.progress import Progress
 
 PAD, START, END = 0, 1, 2
 TOKENS = ["<pad>", "<start>", "<end>"] + [str(d) for d in range(10)]  # digit d has id d + 3
@@ -75,7 +75,8 @@ class Seq2Seq(nn.Module):
         return logits
 
     def greedy(self, source: np.ndarray, lengths: np.ndarray, max_steps: int) -> list[list[int]]:
-        """Feed back the most likely token until every sequence has emitted <end> (or max_steps)."""
+        """Feed back the most likely token until every sequence has emitted <end> (or max_steps);
+        each output runs up to and including its first <end>."""
         with ts.no_grad():
             state = self.encode(source, lengths)
             tokens = np.full((1, source.shape[1]), START)
@@ -88,7 +89,7 @@ class Seq2Seq(nn.Module):
                     break
         outputs = []
         for row in np.array(emitted).T.tolist():
-            outputs.append(row[:row.index(END)] if END in row else row)  # what came before <end>
+            outputs.append(row[:row.index(END) + 1] if END in row else row)
         return outputs
 
 
@@ -105,29 +106,30 @@ def main(fast: bool = False) -> dict:
     optimizer = ts.optim.Adam(model.parameters(), lr=0.01)
     print(f"reversing {shortest} to {longest} digits: GRU encoder -> GRU decoder (hidden {hidden}), "
           f"teacher forcing, {steps} steps of 64 fresh random sequences")
-    start = time.perf_counter()
-    for step in range(1, steps + 1):
-        source, lengths, decoder_in, decoder_out = make_batch(rng, 64, shortest, longest)
-        logits = model(source, lengths, decoder_in)
-        loss = nn.functional.cross_entropy(logits.reshape(-1, len(TOKENS)), decoder_out.reshape(-1),
-                                           ignore_index=PAD)
-        optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        if step % (steps // 6) == 0:
-            print(f"  step {step:4d}  loss {loss.item():.4f}  ({time.perf_counter() - start:.1f}s)")
+    with Progress(steps, desc="seq2seq") as progress:
+        for step in range(1, steps + 1):
+            source, lengths, decoder_in, decoder_out = make_batch(rng, 64, shortest, longest)
+            logits = model(source, lengths, decoder_in)
+            loss = nn.functional.cross_entropy(logits.reshape(-1, len(TOKENS)), decoder_out.reshape(-1),
+                                               ignore_index=PAD)
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            progress.step(loss=loss.item())
+            if step % (steps // 6) == 0:
+                progress.log(f"  step {step:4d}  loss {loss.item():.4f}")
 
     source, lengths, _, _ = make_batch(rng, 500, shortest, longest)
     decoded = model.greedy(source, lengths, max_steps=longest + 2)
     inputs = [source[:length, b].tolist() for b, length in enumerate(lengths)]
-    right = [out == seq[::-1] for out, seq in zip(decoded, inputs, strict=True)]
+    right = [out == [*seq[::-1], END] for out, seq in zip(decoded, inputs, strict=True)]
     accuracy = float(np.mean(right))
     print(f"greedy decoding of 500 new sequences: exact-match accuracy {accuracy:.1%}")
     examples = list(zip(inputs, decoded, right, strict=True))
     mistakes = [example for example in examples if not example[2]]
     for seq, out, ok in examples[:6] + mistakes[:3]:  # the first few, then a few mistakes
-        print(f"  {as_text(seq):12s} -> {as_text(out):16s} {'right' if ok else 'WRONG'}")
+        print(f"  {as_text(seq):12s} -> <start> {as_text(out):18s} {'right' if ok else 'WRONG'}")
     by_length = {n: float(np.mean([r for r, s in zip(right, inputs, strict=True) if len(s) == n]))
                  for n in range(shortest, longest + 1)}
     print("  exact match by input length: " + ", ".join(f"{n}: {a:.0%}" for n, a in by_length.items()))

@@ -13,7 +13,7 @@ Sentences have different lengths: they are padded, the GRUs get ``lengths=`` (so
 direction starts at each sentence's own last word) and padded positions are left out of the
 loss with ``ignore_index``.
 
-    python examples/sequence_labeling.py          # about 30 s
+    python examples/sequence_labeling.py          # about 20 s
     python examples/sequence_labeling.py --fast   # what CI runs
 """
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # tiny matrices: BLAS threads would only wait
 
@@ -29,6 +28,7 @@ import numpy as np
 
 import tinygrad_seq as ts
 from tinygrad_seq import nn
+from tinygrad_seq.progress import Progress
 
 FILLER = ["please", "send", "it", "to", "we", "met", "near", "i", "saw", "at", "the", "and", "then",
           "left", "yesterday", "with", "some"]
@@ -99,19 +99,19 @@ class Tagger(nn.Module):
 def train(model: Tagger, sentences: list[Tagged], steps: int, batch_size: int, rng: np.random.Generator,
           name: str) -> None:
     optimizer = ts.optim.Adam(model.parameters(), lr=0.01)
-    start = time.perf_counter()
-    for step in range(1, steps + 1):
-        ids, tags, lengths, _ = batch_of([sentences[i] for i in rng.choice(len(sentences), batch_size)])
-        logits = model(ids, lengths)
-        loss = nn.functional.cross_entropy(logits.reshape(-1, len(TAGS)), tags.reshape(-1),
-                                           ignore_index=IGNORE)
-        optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
-        if step % (steps // 4) == 0:
-            elapsed = time.perf_counter() - start
-            print(f"  {name:15s} step {step:4d}  loss {loss.item():.4f}  ({elapsed:.1f}s)")
+    with Progress(steps, desc=name) as progress:
+        for step in range(1, steps + 1):
+            ids, tags, lengths, _ = batch_of([sentences[i] for i in rng.choice(len(sentences), batch_size)])
+            logits = model(ids, lengths)
+            loss = nn.functional.cross_entropy(logits.reshape(-1, len(TAGS)), tags.reshape(-1),
+                                               ignore_index=IGNORE)
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            progress.step(loss=loss.item())
+            if step % (steps // 4) == 0:
+                progress.log(f"  {name:15s} step {step:4d}  loss {loss.item():.4f}")
 
 
 def evaluate(model: Tagger, sentences: list[Tagged]) -> tuple[dict[str, float], np.ndarray]:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # tiny matrices: BLAS threads would only wait
@@ -47,6 +46,7 @@ import numpy as np
 
 import tinygrad_seq as ts
 from tinygrad_seq import nn
+from tinygrad_seq.progress import Progress
 
 OUT = Path("tinygrad_seq_out")
 SIGNALS, DISTRACTORS = 2, 4  # inputs are one-hot over 2 signal symbols (A, B) and 4 distractors
@@ -94,20 +94,21 @@ def train(model: Recaller, rng: np.random.Generator, steps: int, seq_len: int, n
     """Adam with gradient clipping at MAX_NORM. Returns the pre-clipping norm of every step, and
     per-parameter gradient norms before and after clipping at the step with the largest one."""
     optimizer = ts.optim.Adam(model.parameters(), lr=0.01)
-    norms, largest, start = [], (), time.perf_counter()
-    for step in range(1, steps + 1):
-        inputs, labels = make_batch(rng, 32, seq_len)
-        loss = nn.functional.cross_entropy(model(inputs)[0], labels)
-        optimizer.zero_grad()
-        loss.backward()
-        before = nn.utils.grad_norm_report(model)
-        norms.append(nn.utils.clip_grad_norm_(model.parameters(), MAX_NORM).item())  # the norm before
-        if norms[-1] == max(norms):
-            largest = (step, before, nn.utils.grad_norm_report(model))
-        optimizer.step()
-        if step % (steps // 2) == 0:
-            elapsed = time.perf_counter() - start
-            print(f"    {name:12s} step {step:4d}  loss {loss.item():.3f}  ({elapsed:.1f}s)")
+    norms, largest = [], ()
+    with Progress(steps, desc=name) as progress:
+        for step in range(1, steps + 1):
+            inputs, labels = make_batch(rng, 32, seq_len)
+            loss = nn.functional.cross_entropy(model(inputs)[0], labels)
+            optimizer.zero_grad()
+            loss.backward()
+            before = nn.utils.grad_norm_report(model)
+            norms.append(nn.utils.clip_grad_norm_(model.parameters(), MAX_NORM).item())  # the norm before
+            if norms[-1] == max(norms):
+                largest = (step, before, nn.utils.grad_norm_report(model))
+            optimizer.step()
+            progress.step(loss=loss.item())
+            if step % (steps // 2) == 0:
+                progress.log(f"    {name:12s} step {step:4d}  loss {loss.item():.3f}")
     return norms, largest
 
 

@@ -21,6 +21,7 @@ import tinygrad_seq as ts
 from tinygrad_seq import charlm, cli
 from tinygrad_seq.demo import run_demo
 from tinygrad_seq.gradcheck import GradcheckReport
+from tinygrad_seq.progress import Progress
 
 HAS_DOT = shutil.which("dot") is not None
 PROGRESS = re.compile(r"step +(\d+) +loss ([\d.]+) +perplexity +([\d.]+)")
@@ -53,24 +54,29 @@ def assert_one_line_error(code: int, err: str, command: str, *fragments: str) ->
 # -- demo -------------------------------------------------------------------------------------------
 
 
-def test_demo_subprocess_writes_its_outputs(tmp_path: Path) -> None:
+def test_demo_subprocess_writes_its_outputs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     result = run_cli("demo", "--steps", "60", "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     assert "perplexity" in result.stdout and "max abs error" in result.stdout
+    assert "passed: backward agrees with finite differences" in result.stdout
     out = tmp_path / "out"
-    assert len((out / "sample.txt").read_text()) == len("Beautiful") + 160
-    flow = np.loadtxt(out / "gradient_flow.csv", delimiter=",", skiprows=1)
+    assert len((out / "demo_sample.txt").read_text()) == len("Beautiful") + 160
+    flow = np.loadtxt(out / "demo_gradient_flow.csv", delimiter=",", skiprows=1)
     assert flow.shape == (32, 2) and np.all(flow[:, 1] > 0)
-    assert ts.load(out / "char_lstm.safetensors")["model"]["rnn.weight_hh_l0"].shape == (4 * 64, 64)
-    model, vocab, config = charlm.load_checkpoint(out / "char_lstm.safetensors")  # `sample` reads it too
+    assert ts.load(out / "demo_char_lstm.safetensors")["model"]["rnn.weight_hh_l0"].shape == (4 * 64, 64)
+    model, vocab, config = charlm.load_checkpoint(out / "demo_char_lstm.safetensors")  # `sample` reads it too
     assert vocab == charlm.vocabulary(charlm.zen_of_python()) and config["cell"] == "lstm"
+    code, sampled, err = run_main(capsys, "sample", "--checkpoint", str(out / "demo_char_lstm.safetensors"),
+                                  "--length", "20")
+    assert code == 0 and len(sampled) == len("Beautiful") + 20 + 1, err  # the demo's prime, then a newline
     if HAS_DOT:
-        svg = ET.parse(out / "unrolled_lstm.svg").getroot()
-        assert svg.tag.endswith("svg") and "t=0" in (out / "unrolled_lstm.svg").read_text()
+        svg = ET.parse(out / "demo_unrolled_lstm.svg").getroot()
+        source = (out / "demo_unrolled_lstm.svg").read_text()
+        assert svg.tag.endswith("svg") and "t=0" in source and "gradient norm" in source
     else:
-        assert "digraph" in (out / "unrolled_lstm.dot").read_text()
+        assert "digraph" in (out / "demo_unrolled_lstm.dot").read_text()
     if importlib.util.find_spec("matplotlib"):
-        assert (out / "gradient_flow.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / "demo_gradient_flow.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_demo_learns_and_its_gradients_check(tmp_path: Path) -> None:
@@ -181,6 +187,18 @@ def test_sample_is_reproducible_and_checks_the_prime() -> None:
         charlm.sample(model, "abc", "zax", 3, 1.0, np.random.default_rng(0))
 
 
+def test_generate_checks_at_once_and_leaves_grad_mode_alone() -> None:
+    ts.manual_seed(2)
+    model = charlm.CharModel(3, 5)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        charlm.generate(model, "abc", "ab", 3, 0.0, np.random.default_rng(0))  # before any next()
+    characters = charlm.generate(model, "abc", "ab", 12, 1.0, np.random.default_rng(7))
+    first = next(characters)
+    assert ts.is_grad_enabled()  # between characters, the caller's code runs with its own grad mode
+    assert "ab" + first + "".join(characters) == charlm.sample(model, "abc", "ab", 12, 1.0,
+                                                                np.random.default_rng(7))
+
+
 # -- gradcheck --------------------------------------------------------------------------------------
 
 
@@ -199,6 +217,26 @@ def test_gradcheck_fast_without_bias(capsys: pytest.CaptureFixture) -> None:
     assert code == 0 and "fast mode" in out
     names = [line.split()[0] for line in out.splitlines() if line.endswith(" ok")]
     assert names == ["input", "h0", "weight_ih_l0", "weight_hh_l0"]
+
+
+@pytest.mark.parametrize("options", [["--cell", "lstm"], ["--cell", "gru", "--layers", "2", "--fast"]])
+def test_gradcheck_progress_bar_counts_every_run(capsys: pytest.CaptureFixture,
+                                                 monkeypatch: pytest.MonkeyPatch, options: list[str]) -> None:
+    """The bar's total is the number of forward runs a passing check makes, so it ends at 100%."""
+    bars = []
+
+    class Recorder(Progress):
+        def __init__(self, total: int, **kwargs: str) -> None:
+            super().__init__(total, **kwargs)
+            self.total, self.steps = total, 0
+            bars.append(self)
+
+        def step(self, **latest: float) -> None:
+            self.steps += 1
+
+    monkeypatch.setattr(cli, "Progress", Recorder)
+    code, _, _ = run_main(capsys, "gradcheck", *options)
+    assert code == 0 and len(bars) == 1 and bars[0].steps == bars[0].total
 
 
 def test_gradcheck_failure_exits_1(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -250,9 +288,7 @@ def test_graph_without_dot_is_a_one_line_error(tmp_path: Path, capsys: pytest.Ca
 
 def test_bad_option_is_one_line_and_nonzero() -> None:
     result = run_cli("demo", "--steps", "many")
-    assert result.returncode != 0
-    assert "invalid" in result.stderr or "expected" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert_one_line_error(result.returncode, result.stderr, "demo", "--steps", "expected", "--help")
 
 
 def test_bad_paths_in_a_real_process(tmp_path: Path) -> None:
@@ -267,6 +303,9 @@ def test_bad_paths_in_a_real_process(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args, fragments", [
     (["train", "--steps", "-3"], ["--steps", "positive integer", "'-3'"]),
     (["train", "--lr", "0"], ["--lr", "> 0"]),
+    (["train", "--lr", "inf"], ["--lr", "finite"]),
+    (["train", "--hidden"], ["--hidden", "expected one argument"]),
+    (["train", "--colour", "red"], ["unrecognized arguments: --colour red"]),
     (["train", "--cell", "transformer"], ["--cell", "invalid choice"]),
     (["sample", "--temperature", "0"], ["--temperature", "> 0"]),
     (["sample", "--length", "-1"], ["--length", ">= 0"]),
@@ -276,14 +315,18 @@ def test_bad_paths_in_a_real_process(tmp_path: Path) -> None:
 ])
 def test_bad_option_values(capsys: pytest.CaptureFixture, args: list[str], fragments: list[str]) -> None:
     code, _, err = run_main(capsys, *args)
-    error_lines = [line for line in err.splitlines() if not line.startswith(("usage:", " "))]
-    assert code == 2 and len(error_lines) == 1 and "Traceback" not in err
-    assert error_lines[0].startswith(f"tinygrad-seq {args[0]}: error: argument ")
-    for fragment in fragments:
-        assert fragment in error_lines[0]
+    assert_one_line_error(code, err, args[0], "error: ", *fragments, f"(see tinygrad-seq {args[0]} --help)")
 
 
-def test_bad_inputs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_missing_command_is_one_line(capsys: pytest.CaptureFixture) -> None:
+    code, _, err = run_main(capsys)
+    assert code == 2 and err == "tinygrad-seq: error: the following arguments are required: COMMAND " \
+                                "(see tinygrad-seq --help)\n"
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # `sample` with no --checkpoint looks in ./tinygrad_seq_out/
     a_file = tmp_path / "a_file"
     a_file.write_text("")
     plain = tmp_path / "plain.safetensors"
@@ -294,10 +337,13 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFi
     charlm.save_checkpoint(checkpoint, model, ts.optim.Adam(model.parameters()), "abc")
     cases = [
         (["train", "--text", str(a_file)], ["has 0 characters"]),
+        (["train", "--batch", "5000"], ["the Zen of Python has", "--batch 5000 streams need at least 5001"]),
         (["train", "--text", str(tmp_path)], ["cannot read --text", "Is a directory"]),
         (["train", "--out", str(a_file / "sub")], ["cannot create the output folder", "Not a directory"]),
         (["demo", "--out", str(a_file / "sub")], ["cannot create the output folder"]),
         (["sample", "--checkpoint", str(tmp_path / "none.safetensors")], ["No such file or directory"]),
+        (["sample"], ["no checkpoint at 'tinygrad_seq_out/char_model.safetensors' yet", "tinygrad-seq train",
+                      "demo_char_lstm.safetensors"]),
         (["sample", "--checkpoint", str(plain)], ["not a char-model checkpoint", "missing model"]),
         (["sample", "--checkpoint", str(checkpoint), "--prime", "abXYa"], ["--prime", "'X', 'Y'"]),
         (["graph", "--output", str(tmp_path / "p.jpg")], ["cannot infer the format", ".svg"]),
@@ -310,15 +356,59 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_progress_bar_in_a_terminal_and_plain_lines_in_logs(monkeypatch, capsys) -> None:
-    from tinygrad_seq import charlm
-
     losses = [3.0, 2.0, 1.0, 0.5]
-    report = charlm.progress_printer(steps=4, every=2)  # pytest's stdout is not a terminal: lines only
+    report = charlm.progress_printer(steps=4, every=2)  # pytest's stderr is not a terminal: lines only
     for step in range(1, 5):
         report(step, losses[:step])
-    lines = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
     assert [line.split()[1] for line in lines] == ["2", "4"] and "perplexity" in lines[-1]
+    assert re.search(r"\(\d+\.\ds\)$", lines[-1]) and captured.err == ""
 
     tqdm = pytest.importorskip("tqdm")
-    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    assert isinstance(charlm._progress_bar(10), tqdm.tqdm)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # where tqdm draws
+    with Progress(3, desc="demo") as progress:
+        assert isinstance(progress._bar, tqdm.tqdm)
+        progress.step(loss=0.5)
+        progress.log("a line that stays")
+    assert progress._bar is None  # closed: the bar is cleared, the lines stay
+    assert "a line that stays" in capsys.readouterr().out
+
+
+def test_one_blas_thread_unless_the_user_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    for name in cli.THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with cli._blas_threads() as limiter:
+        assert isinstance(limiter, threadpoolctl.threadpool_limits)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    with cli._blas_threads() as limiter:
+        assert limiter is None
+
+
+@pytest.mark.parametrize("error, code, message", [
+    (MemoryError("596 GiB"), 2, "out of memory (596 GiB); choose smaller sizes"),
+    (KeyboardInterrupt(), 130, "interrupted"),
+])
+def test_out_of_memory_and_ctrl_c_are_one_line(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+                                               error: BaseException, code: int, message: str) -> None:
+    """Faked: a real 600 GiB request would succeed lazily where memory is overcommitted."""
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(cli, "_recurrent_layer", fail)
+    exit_code, _, err = run_main(capsys, "gradcheck", "--hidden", "400000")
+    assert (exit_code, err) == (code, f"tinygrad-seq gradcheck: {message}\n")
+
+
+def test_unwritable_output_folder_fails_before_training(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faked with a PermissionError: as root (CI) a read-only mode does not stop writes."""
+    def refuse(path: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Path, "touch", refuse)
+    for command in ("demo", "train"):
+        code, out, err = run_main(capsys, command, "--out", str(tmp_path / "locked"))
+        assert_one_line_error(code, err, command, "cannot create the output folder", "Permission denied")
+        assert "step" not in out  # nothing trained

@@ -96,6 +96,7 @@ def test_hidden_states_strip_in_terminal_and_html(run_example: Callable[[str], d
                                                   capsys: pytest.CaptureFixture[str],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("FORCE_COLOR", "1")  # pytest's stdout is no terminal: colours only on request
     result = run_example("hidden_states")
     assert result["last_loss"] < 1.6
     assert abs(result["correlation"]) > 0.3
@@ -103,3 +104,13 @@ def test_hidden_states_strip_in_terminal_and_html(run_example: Callable[[str], d
     page = (tmp_path / "tinygrad_seq_out" / "hidden_states.html").read_text()
     assert page.count("<h2>") == len(result["correlations"])
     assert page.count("<span ") == len(result["correlations"]) * len(zen_of_python())
+
+
+def test_hidden_states_without_colours_marks_the_strip(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a log (no terminal) the strip is a row of +/- marks under each line, not escape codes."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    hidden_states = importlib.import_module("hidden_states")
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    assert not hidden_states.use_colour()  # pytest's stdout is not a terminal
+    strip = hidden_states.marked_strip("abc\nde\n", np.array([0.9, 0.1, -0.7, 0.0, 0.6, -0.9]))
+    assert strip == "abc\n+ -\nde\n+-"  # the line end (activation 0.0) has no column

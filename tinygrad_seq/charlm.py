@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from . import nn, optim
 from .autograd import no_grad
 from .checkpoint import PathLike, load, save
 from .nn.module import StateDictError
+from .progress import Progress
 from .tensor import Tensor
 
 RECURRENT_LAYERS: dict[str, type[nn.Module]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -129,58 +128,50 @@ def train(model: CharModel, text_ids: np.ndarray, steps: int, window: int = 32, 
 def progress_printer(steps: int, every: int = 50, indent: str = "  ") -> ProgressCallback:
     """An ``on_progress`` for ``train`` printing, every ``every`` steps and at the end, the mean loss
     of the last ``every`` steps, its perplexity (exp of the loss: the effective number of equally
-    likely next characters) and the time so far. In a terminal with tqdm installed (the ``cli``
+    likely next characters) and the time so far; in a terminal with tqdm installed (the ``cli``
     extra) a progress bar with the latest loss runs beneath those lines."""
-    start = time.perf_counter()
-    bar = _progress_bar(steps)
-    write = print if bar is None else bar.write
+    progress = Progress(steps, desc="training")
 
     def report(step: int, losses: Sequence[float]) -> None:
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        progress.step(loss=losses[-1])
         if step % every == 0 or step == steps:
             recent = float(np.mean(losses[-every:]))
-            write(f"{indent}step {step:4d}  loss {recent:.3f}  perplexity {math.exp(recent):6.2f}  "
-                  f"({time.perf_counter() - start:.1f}s)")
-        if step == steps and bar is not None:
-            bar.close()
+            progress.log(f"{indent}step {step:4d}  loss {recent:.3f}  perplexity {math.exp(recent):6.2f}")
+        if step == steps:
+            progress.close()
 
     return report
-
-
-def _progress_bar(steps: int) -> Any:
-    """A tqdm bar when a person is watching (stdout is a terminal) and tqdm is installed, else None:
-    logs and pipes get the plain lines only."""
-    if not sys.stdout.isatty():
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=steps, unit="step", leave=False, dynamic_ncols=True)
 
 
 def sample(model: CharModel, vocab: str, prime: str, length: int, temperature: float,
            rng: np.random.Generator) -> str:
     """``prime`` followed by ``length`` characters drawn one at a time from the model's softmax at
     ``temperature`` (below 1: safer, more repetitive; above 1: more surprising)."""
+    return prime + "".join(generate(model, vocab, prime, length, temperature, rng))
+
+
+def generate(model: CharModel, vocab: str, prime: str, length: int, temperature: float,
+             rng: np.random.Generator) -> Iterator[str]:
+    """``sample``'s characters after ``prime``, yielded as they are drawn so a long sample can be shown
+    as it grows. The arguments are checked now, before the first character is asked for."""
     if not prime:
         raise ValueError("sample: prime must hold at least one character to start from")
     if not temperature > 0:
         raise ValueError(f"sample: temperature must be > 0, got {temperature!r}")
     if isinstance(length, bool) or not isinstance(length, int) or length < 0:
         raise ValueError(f"sample: length must be a non-negative integer, got {length!r}")
-    prime_ids = encode(prime, vocab)
-    out = list(prime)
-    with no_grad():
-        logits, _, state = model(prime_ids[:, None])
-        for _ in range(length):
+    return _draw(model, vocab, encode(prime, vocab), length, temperature, rng)
+
+
+def _draw(model: CharModel, vocab: str, ids: np.ndarray, length: int, temperature: float,
+          rng: np.random.Generator) -> Iterator[str]:
+    state = None
+    for _ in range(length):
+        with no_grad():  # per step: the caller's own code runs between the yields
+            logits, _, state = model(ids[:, None], state)
             probs = (logits[-1, 0] / temperature).softmax(0).numpy().astype(np.float64)
-            next_id = int(rng.choice(len(vocab), p=probs / probs.sum()))
-            out.append(vocab[next_id])
-            logits, _, state = model(np.array([[next_id]]), state)
-    return "".join(out)
+        ids = np.array([rng.choice(len(vocab), p=probs / probs.sum())])
+        yield vocab[ids[0]]
 
 
 def save_checkpoint(path: PathLike, model: CharModel, optimizer: optim.Optimizer, vocab: str,

@@ -3,17 +3,20 @@
 Every subcommand reports bad options or paths as one line on stderr and exits with code 2:
 option values are checked by argparse's types, and the library's ValueError / OSError raised by
 what the user supplied (a path, a prime string, a picture too big to draw) become a ``CliError``
-at the call that consumed that input. Anything else is a bug and keeps its traceback.
+at the call that consumed that input; sizes too big for memory and Ctrl-C are one line too.
+Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -23,20 +26,23 @@ from .charlm import (
     RECURRENT_LAYERS,
     CharModel,
     encode,
+    generate,
     load_checkpoint,
     progress_printer,
-    sample,
     save_checkpoint,
     train,
     vocabulary,
     zen_of_python,
 )
 from .nn import LSTM
+from .progress import Progress
 
 DEFAULT_OUT = "tinygrad_seq_out"
-CHECKPOINT_NAME = "char_model.safetensors"
+CHECKPOINT_NAME = "char_model.safetensors"  # what `train` writes and `sample` reads by default
+DEMO_CHECKPOINT_NAME = "demo_char_lstm.safetensors"
 CELLS = tuple(RECURRENT_LAYERS)
 DEFAULT = " (default: %(default)s)"  # appended to option help
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class CliError(Exception):
@@ -74,7 +80,7 @@ def _number(convert: Callable[[str], Any], minimum: float, inclusive: bool, what
             value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not (value >= minimum if inclusive else value > minimum) or value != value:  # nan too
+        if not math.isfinite(value) or not (value >= minimum if inclusive else value > minimum):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return value
 
@@ -84,7 +90,7 @@ def _number(convert: Callable[[str], Any], minimum: float, inclusive: bool, what
 
 positive_int = _number(int, 1, True, "a positive integer")
 non_negative_int = _number(int, 0, True, "an integer >= 0")
-positive_float = _number(float, 0.0, False, "a number > 0")
+positive_float = _number(float, 0.0, False, "a finite number > 0")
 
 
 def _at_least_two(text: str) -> int:
@@ -127,12 +133,22 @@ def _layer_inputs(layer: Any, steps: int, batch: int, batch_first: bool, dtype: 
     return x, states
 
 
-def _layer_call(layer: Any) -> Callable[..., tuple[Any, Any]]:
+def _layer_call(layer: Any, each_call: Callable[[], None] = lambda: None) -> Callable[..., tuple[Any, Any]]:
     """``layer`` as a function of (x, h0) or (x, h0, c0): gradcheck passes it exactly as many
-    tensors as it has positional parameters, the layer's parameters reach it as attributes."""
+    tensors as it has positional parameters, the layer's parameters reach it as attributes.
+    ``each_call`` runs before every call (gradcheck's progress)."""
     if isinstance(layer, LSTM):
-        return lambda x, h0, c0: layer(x, (h0, c0))
-    return lambda x, h0: layer(x, h0)
+        def lstm(x: Any, h0: Any, c0: Any) -> tuple[Any, Any]:
+            each_call()
+            return layer(x, (h0, c0))
+
+        return lstm
+
+    def rnn_or_gru(x: Any, h0: Any) -> tuple[Any, Any]:
+        each_call()
+        return layer(x, h0)
+
+    return rnn_or_gru
 
 
 # -- subcommands: each returns the exit code -------------------------------------------------------
@@ -155,8 +171,8 @@ def _train(args: argparse.Namespace) -> int:
         source = args.text
     needed = args.batch + 1
     if len(text) < needed:
-        raise CliError(f"--text {args.text!r} has {len(text)} characters; {args.batch} streams need at "
-                       f"least {needed}")
+        raise CliError(f"{source} has {len(text)} characters; --batch {args.batch} streams need at least "
+                       f"{needed}")
     out = _output_dir(args.out)
     ts.manual_seed(args.seed)
     vocab = vocabulary(text)
@@ -181,12 +197,19 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    if args.checkpoint == f"{DEFAULT_OUT}/{CHECKPOINT_NAME}" and not Path(args.checkpoint).exists():
+        raise CliError(f"no checkpoint at {args.checkpoint!r} yet: train one with `tinygrad-seq train`, or "
+                       f"pass --checkpoint {DEFAULT_OUT}/{DEMO_CHECKPOINT_NAME} (the demo's)")
     with user_input(f"cannot load --checkpoint {args.checkpoint!r}"):
         model, vocab, config = load_checkpoint(args.checkpoint)
     prime = args.prime if args.prime is not None else config.get("prime", vocab[0])
     with user_input("--prime"):
-        text = sample(model, vocab, prime, args.length, args.temperature, np.random.default_rng(args.seed))
-    print(text)
+        characters = generate(model, vocab, prime, args.length, args.temperature,
+                              np.random.default_rng(args.seed))
+    print(prime, end="", flush=True)
+    for character in characters:  # as they are drawn: a long sample shows its progress by growing
+        print(character, end="", flush=True)
+    print()
     return 0
 
 
@@ -195,8 +218,13 @@ def _gradcheck(args: argparse.Namespace) -> int:
     x, states = _layer_inputs(layer, args.steps, args.batch, args.batch_first, np.float64)
     for name, param in layer.named_parameters():
         param.name = name
-    report = ts.gradcheck(_layer_call(layer), [x, *states, *layer.parameters()], fast_mode=args.fast,
-                          raise_exception=False)
+    inputs = [x, *states, *layer.parameters()]
+    # the forward runs twice per central difference (per entry, or per tensor in fast mode) and twice
+    # more for the analytic pass (a test keeps this count exact): large configurations take a while
+    runs = 2 * (len(inputs) if args.fast else sum(tensor.size for tensor in inputs)) + 2
+    with Progress(runs, desc="gradcheck", unit="run") as progress:
+        report = ts.gradcheck(_layer_call(layer, progress.step), inputs, fast_mode=args.fast,
+                              raise_exception=False)
     print(f"gradcheck {layer!r} on input {x.shape} ({report.settings})")
     print("\n".join(error_table(report)))
     if report:
@@ -229,6 +257,14 @@ def _graph(args: argparse.Namespace) -> int:
 # -- the parser ------------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is reported in one line like every other error (the usage it
+    would print first is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _add_layer_options(parser: argparse.ArgumentParser, hidden: int, input_size: int, steps: int) -> None:
     parser.add_argument("--cell", choices=CELLS, default="lstm", help="recurrent cell" + DEFAULT)
     parser.add_argument("--layers", type=positive_int, default=1, help="stacked layers" + DEFAULT)
@@ -240,7 +276,8 @@ def _add_layer_options(parser: argparse.ArgumentParser, hidden: int, input_size:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tinygrad-seq", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="tinygrad-seq", description="Train, sample, check and draw small recurrent "
+                                                      "networks; `demo` shows all of it in a minute.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="train a small recurrent net, check its gradients, show BPTT",
@@ -310,13 +347,37 @@ def build_parser() -> argparse.ArgumentParser:
                                         f"(default: {DEFAULT_OUT}/unrolled_<cell>.svg)")
     graph.add_argument("--grads", action="store_true", help="run backward and colour by gradient norm")
     graph.set_defaults(run=_graph)
+    for command in commands.choices.values():
+        command.set_defaults(parser=command)  # so main() reports stray arguments against their command
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _blas_threads() -> AbstractContextManager[Any]:
+    """One BLAS thread unless the user chose a number (the THREAD_VARIABLES): on the command line's
+    small matrices extra threads only wait on each other (on 2 cores the demo took 20 s, not 8).
+    threadpoolctl comes with the ``cli`` extra; without it BLAS keeps its default."""
+    if any(os.environ.get(name) for name in THREAD_VARIABLES):
+        return nullcontext()
     try:
-        return args.run(args)
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return nullcontext()
+    return threadpool_limits(1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        with _blas_threads():
+            return args.run(args)
     except CliError as err:
         print(f"tinygrad-seq {args.command}: {err}", file=sys.stderr)
         return 2
+    except MemoryError as err:  # sizes the user chose: --hidden, --layers, --steps, --batch ...
+        print(f"tinygrad-seq {args.command}: out of memory ({err}); choose smaller sizes", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tinygrad-seq {args.command}: interrupted", file=sys.stderr)
+        return 130  # the shell's code for Ctrl-C

@@ -24,7 +24,7 @@ from .charlm import (
     vocabulary,
     zen_of_python,
 )
-from .cli import error_table
+from .cli import DEMO_CHECKPOINT_NAME, error_table
 
 
 def bar(value: float, top: float, width: int = 40) -> str:
@@ -52,7 +52,7 @@ def run_demo(out_dir: str = "tinygrad_seq_out", steps: int = 300, seed: int = 0,
     print("[2/4] sampling at temperature 0.8:")
     text_out = sample(model, vocab, "Beautiful", 160, 0.8, rng)
     print("  " + text_out.replace("\n", "\n  "))
-    (out / "sample.txt").write_text(text_out)
+    (out / "demo_sample.txt").write_text(text_out)
 
     print("[3/4] gradient check of a small float64 twin against finite differences:")
     twin = CharModel(len(vocab), 6, embed=4).double()
@@ -64,6 +64,8 @@ def run_demo(out_dir: str = "tinygrad_seq_out", steps: int = 300, seed: int = 0,
                           list(twin.parameters()), raise_exception=False)
     for line in error_table(report):
         print("  " + line)
+    print("  passed: backward agrees with finite differences" if report else
+          "  FAILED: backward disagrees with finite differences (a bug; please report it)")
 
     print("[4/4] how far back the gradient reaches: ||dL/dh_t|| for a loss on the last step only "
           "(log-scale bars)")
@@ -82,27 +84,28 @@ def run_demo(out_dir: str = "tinygrad_seq_out", steps: int = 300, seed: int = 0,
     decades = np.log10(norms / norms.min()) + 1  # bars on a log scale: one step per factor of 10
     for t in range(0, window, 3):
         print(f"  t={t:3d}  {norms[t]:.2e}  {bar(decades[t], decades.max())}")
-    written = ["sample.txt", "gradient_flow.csv", "char_lstm.safetensors"]
+    written = ["demo_sample.txt", "demo_gradient_flow.csv", DEMO_CHECKPOINT_NAME]
     picture = ts.viz.draw(loss, level="cell", max_steps=8,
                           params=[*cell.named_parameters(prefix="lstm_cell"),
                                   *model.head.named_parameters(prefix="head")])
     try:
-        ts.viz.save(picture, out / "unrolled_lstm.svg")
-        written.append("unrolled_lstm.svg")
+        ts.viz.save(picture, out / "demo_unrolled_lstm.svg")
+        written.append("demo_unrolled_lstm.svg")
     except ts.viz.GraphvizNotFoundError as err:
         print(f"  skipped the SVG: {err}")
-        written.append("unrolled_lstm.dot")
+        written.append("demo_unrolled_lstm.dot")
     try:
-        ts.diagnostics.plot_gradient_flow(norms, out / "gradient_flow.png")
-        written.append("gradient_flow.png")
+        ts.diagnostics.plot_gradient_flow(norms, out / "demo_gradient_flow.png")
+        written.append("demo_gradient_flow.png")
     except ImportError:
         print("  skipped the gradient-flow plot: matplotlib is not installed "
-              "(pip install 'tinygrad_seq[plot]')")
-    np.savetxt(out / "gradient_flow.csv", np.column_stack([np.arange(window), norms]), delimiter=",",
+              "(pip install 'tinygrad_seq[cli]')")
+    np.savetxt(out / "demo_gradient_flow.csv", np.column_stack([np.arange(window), norms]), delimiter=",",
                header="t,grad_norm", comments="")
-    save_checkpoint(out / "char_lstm.safetensors", model, optimizer, vocab,
+    checkpoint = out / DEMO_CHECKPOINT_NAME
+    save_checkpoint(checkpoint, model, optimizer, vocab,
                     {"steps": steps, "window": window, "seed": seed, "prime": "Beautiful"})
     print(f"outputs in {out}/: {', '.join(written)}")
-    print(f"more text: tinygrad-seq sample --checkpoint {out / 'char_lstm.safetensors'} --temperature 0.6")
+    print(f"more text: tinygrad-seq sample --checkpoint {checkpoint} --temperature 0.6")
     return {"first_loss": float(np.mean(losses[:10])), "last_loss": float(np.mean(losses[-10:])),
             "gradcheck_passed": bool(report), "grad_norms": norms}
