@@ -267,6 +267,41 @@ def test_names_and_shapes_appear():
     assert "(3, 4)" not in bare.source
 
 
+def test_parameters_are_named_by_module_path_by_default():
+    class Model(ts.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = ts.nn.LSTM(2, 3)
+            self.head = ts.nn.Linear(3, 1)
+
+        def forward(self, x: ts.Tensor) -> ts.Tensor:
+            out, _ = self.lstm(x)
+            return self.head(out).sum()
+
+    model = Model()
+    loss = model(ts.randn(2, 1, 2))
+    for level in ts.viz.LEVELS:
+        dot = ts.viz.draw(loss, level=level)
+        for name in ("Model.lstm.weight_hh_l0", "Model.lstm.bias_ih_l0", "Model.head.weight"):
+            assert len(ids_labelled(dot, name)) == 1, (level, name)
+    named = ts.viz.draw(loss, params=model.named_parameters())
+    assert len(ids_labelled(named, "lstm.weight_hh_l0")) == 1  # params= names win
+
+
+def test_the_legend_says_what_each_swatch_means():
+    x = ts.randn(2, requires_grad=True)
+    w = ts.nn.Parameter(np.ones(2, np.float32), name="w")
+    loss = (x * w).sum()
+    legend = " ".join(line for line in ts.viz.draw(loss, show_values=False).body if "legend_" in line)
+    for text in ("parameter: a weight, drawn once and shared by every step", "input: a leaf tensor",
+                 "output: a tensor passed to draw", "op: one primitive operation"):
+        assert text in legend
+    loss.backward()
+    graded = ts.viz.draw(loss, show_grads=True, show_values=False).source
+    assert "fill: gradient norm ‖g‖ (log scale)" in graded
+    assert "zero gradient" in graded and "white: no gradient recorded" in graded
+
+
 def test_containers_and_several_roots_are_outputs():
     _, out, h, c, _ = lstm_loss(steps=2)
     dot = ts.viz.draw((out, (h, c)), legend=False)
@@ -334,7 +369,7 @@ def test_recorded_gradient_norms_label_and_colour_the_nodes():
     assert f"‖g‖ {np.linalg.norm(hidden.grad.data):.3g}" in label
     (label,) = [lab for lab in labels.values() if "<B>w</B>" in lab]
     assert f"‖g‖ {np.linalg.norm(w.grad.data):.3g}" in label
-    assert "gradient norm (log scale)" in dot.source
+    assert "gradient norm ‖g‖ (log scale)" in dot.source
     assert ts.viz.draw(loss, show_grads=False).source.count("‖g‖") == 0
 
 
@@ -447,6 +482,24 @@ def test_save_dot_source_and_missing_dot(tmp_path: Path, monkeypatch: pytest.Mon
     assert not (tmp_path / "picture.svg").exists()
 
 
+def test_save_writes_the_dot_source_when_dot_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    _, out, h, c, loss = lstm_loss(steps=2)
+    dot = ts.viz.draw(loss)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    broken = bin_dir / "dot"
+    broken.write_text("#!/bin/sh\necho 'Error: out of memory' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    with pytest.raises(ts.viz.RenderError, match="exit status 3: Error: out of memory") as err:
+        ts.viz.save(dot, tmp_path / "picture.png")
+    assert not isinstance(err.value, ts.viz.GraphvizNotFoundError)
+    fallback = tmp_path / "picture.dot"
+    assert str(fallback) in str(err.value)
+    assert fallback.read_text(encoding="utf-8") == dot.source
+    assert not (tmp_path / "picture.png").exists()
+
+
 def test_bad_input_is_named():
     _, out, h, c, loss = lstm_loss(steps=2)
     with pytest.raises(ValueError, match="level must be one of"):
@@ -466,12 +519,26 @@ def test_bad_input_is_named():
 
 
 def test_drawing_a_long_bidirectional_stack_is_fast():
-    """The issue's budget is 2 s for a 2-layer bidirectional LSTM over 100 steps at op level
-    (benchmarks/bench_viz.py measures it); the bound here is generous for a shared machine."""
+    """The issue's budget: building the Digraph of a 2-layer bidirectional LSTM over 100 steps at
+    op level takes well under 2 s (benchmarks/bench_viz.py measures it; about 0.5 s here)."""
     _, out, h, c, loss = lstm_loss(steps=100, num_layers=2, bidirectional=True, hidden=8)
     start = time.perf_counter()
     dot = ts.viz.draw(loss, max_nodes=None)
     elapsed = time.perf_counter() - start
     assert len(step_clusters(dot)) == 400
-    assert elapsed < 6.0
+    assert elapsed <= 2.0
     assert re.findall(r"\[gate (\w)\]", dot.source).count("f") == 400
+
+
+@needs_dot
+@pytest.mark.parametrize(("level", "steps"), [("cell", 50), ("op", 20)])
+def test_dot_renders_a_long_bidirectional_stack_quickly(level: str, steps: int):
+    """Each weight feeding every step used to be T edges, and dot took 20 s at T=20 and minutes
+    at T=40; the bound is generous (a few tenths of a second at cell level, ~1 s at op level)."""
+    _, out, h, c, loss = lstm_loss(steps=steps, num_layers=2, bidirectional=True)
+    source = ts.viz.draw(loss, level=level).source
+    result = subprocess.run(["dot", "-Tsvg"], input=source, capture_output=True, text=True, timeout=20,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    texts = ["".join(t.itertext()) for t in ET.fromstring(result.stdout).iter(f"{SVG}text")]
+    assert texts.count("LSTM.weight_hh_l1_reverse") == 1  # drawn once, shared by all steps

@@ -89,7 +89,7 @@ def run_demo(out_dir: str = "tinygrad_seq_out", steps: int = 300, seed: int = 0,
     try:
         ts.viz.save(picture, out / "unrolled_lstm.svg")
         written.append("unrolled_lstm.svg")
-    except ts.viz.GraphvizNotFoundError as err:
+    except ts.viz.RenderError as err:
         print(f"  skipped the SVG: {err}")
         written.append("unrolled_lstm.dot")
     try:

@@ -619,10 +619,12 @@ class _GradScale:
         note = "" if self.ops_recorded else (
             '<TR><TD COLSPAN="11">ops: no norms recorded; use ts.viz.record_grad_norms()</TD></TR>')
         return (f'<<TABLE BORDER="0" CELLSPACING="0" CELLPADDING="2">'
-                f'<TR><TD COLSPAN="11">gradient norm (log scale)</TD></TR>'
+                f'<TR><TD COLSPAN="11">fill: gradient norm ‖g‖ (log scale)</TD></TR>'
                 f'<TR><TD>1e{self.low}</TD>{cells}<TD>1e{self.high}</TD></TR>'
                 f'<TR><TD BGCOLOR="{_ZERO_GRAD_COLOUR}">0</TD><TD COLSPAN="10" ALIGN="LEFT">'
-                f'white: no gradient</TD></TR>{note}</TABLE>>')
+                f'zero gradient</TD></TR>'
+                f'<TR><TD BORDER="1"> </TD><TD COLSPAN="10" ALIGN="LEFT">white: no gradient '
+                f'recorded</TD></TR>{note}</TABLE>>')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -681,8 +683,9 @@ def save(graph_or_roots: Any, path: str | Path, **draw_options: Any) -> Path:
     """Write a picture to ``path``; the suffix picks the format (.svg, .png, .pdf, or .dot/.gv source).
 
     ``graph_or_roots`` is a Digraph from ``draw`` or roots to draw (with ``draw_options``).
-    Without the Graphviz ``dot`` program, the DOT source is first written next to ``path``
-    (suffix .dot) and then one ``GraphvizNotFoundError`` says where it is and how to install Graphviz.
+    If ``dot`` cannot render (it is not installed: ``GraphvizNotFoundError``, or it fails), the DOT
+    source is first written next to ``path`` (suffix .dot), then one ``RenderError`` says where it
+    is and what went wrong.
     """
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
@@ -703,14 +706,18 @@ def save(graph_or_roots: Any, path: str | Path, **draw_options: Any) -> Path:
         if shutil.which("dot") is None:
             raise graphviz.ExecutableNotFound(("dot",))
         rendered = graph.pipe(format=fmt)
-    except graphviz.ExecutableNotFound:
+    except (graphviz.ExecutableNotFound, graphviz.CalledProcessError) as err:
         source_path = path.with_suffix(".dot")
         source_path.write_text(graph.source, encoding="utf-8")
-        raise GraphvizNotFoundError(
-            f"save({str(path)!r}): rendering .{fmt} needs the Graphviz 'dot' program, which is not on "
-            f"PATH. The DOT source was written to {str(source_path)!r} instead (render it later with "
-            f"`dot -T{fmt} {source_path} -o {path}`). Install Graphviz with `apt-get install graphviz` "
-            "(Debian/Ubuntu), `brew install graphviz` (macOS) or from https://graphviz.org/download/."
-        ) from None
+        saved = (f"The DOT source was written to {str(source_path)!r} instead (render it later with "
+                 f"`dot -T{fmt} {source_path} -o {path}`).")
+        if isinstance(err, graphviz.ExecutableNotFound):
+            raise GraphvizNotFoundError(
+                f"save({str(path)!r}): rendering .{fmt} needs the Graphviz 'dot' program, which is not "
+                f"on PATH. {saved} Install Graphviz with `apt-get install graphviz` (Debian/Ubuntu), "
+                "`brew install graphviz` (macOS) or from https://graphviz.org/download/.") from None
+        reason = (err.stderr or b"").decode(errors="replace").strip() or "no message"  # pipe() passes bytes
+        raise RenderError(f"save({str(path)!r}): the Graphviz 'dot' program failed to render .{fmt} "
+                          f"(exit status {err.returncode}: {reason}). {saved}") from None
     path.write_bytes(rendered)
     return path
