@@ -388,22 +388,22 @@ class _Picture:
                     outside.append(unit)
                 else:
                     timed.setdefault(unit.time, []).append(unit)
-        steps_clusters = {group: f"cluster_g{number}_steps" for number, group in enumerate(groups)}
+        group_clusters = {group: f"cluster_g{number}" for number, group in enumerate(groups)}
         within = [(source.id, target.id) for source, target, _, _ in self.edges.values()
                   if source.time is not None and (source.group, source.time) == (target.group, target.time)]
         fed, feeding = {target for _, target in within}, {source for source, _ in within}
         for unit in loose:
             self._emit_unit(dot, unit, show_shapes, scale, show_values)
-        for number, (group, (outside, timed)) in enumerate(groups.items()):
-            with dot.subgraph(name=f"cluster_g{number}") as cluster:
+        for group, (outside, timed) in groups.items():
+            with dot.subgraph(name=group_clusters[group]) as cluster:
                 cluster.attr(label=_label(f"<B>{_html(_group_title(group))}</B>"), style="rounded,filled",
                              color="#9aa7b5", fillcolor=_DIRECTION_COLOURS.get(group[2], "#f6f6f6"))
                 for unit in outside:
                     self._emit_unit(cluster, unit, show_shapes, scale, show_values)
                 if timed:
-                    self._emit_steps(cluster, steps_clusters[group], [timed[t] for t in sorted(timed)],
+                    self._emit_steps(cluster, cluster.name, [timed[t] for t in sorted(timed)],
                                      (fed, feeding), show_shapes, scale, show_values)
-        self._emit_edges(dot, steps_clusters, show_shapes, scale)
+        self._emit_edges(dot, group_clusters, show_shapes, scale)
         if legend:
             self._emit_legend(dot, scale)
         return dot
@@ -411,15 +411,16 @@ class _Picture:
     def _emit_steps(self, cluster: graphviz.Digraph, name: str, by_time: list[list[_Unit]],
                     inner: tuple[set[str], set[str]], show_shapes: bool, scale: _GradScale | None,
                     show_values: bool) -> None:
-        """One group's time steps, in a box that edges shared by every step point at; at op level
-        each step is a cluster of its ops. Invisible heavy edges from each step's last units to the
-        next step's first ones keep time running left to right, whichever way the recurrence runs
-        (``inner``: the units with an edge from, and those with an edge to, a unit of their step)."""
-        with cluster.subgraph(name=name) as steps:
+        """One group's time steps, in a box ``<name>_steps`` that edges shared by every step point
+        at (``name``: the group's cluster); at op level each step is a cluster of its ops.
+        Invisible heavy edges from each step's last units to the next step's first ones keep time
+        running left to right, whichever way the recurrence runs (``inner``: the units with an
+        edge from, and those with an edge to, a unit of their step)."""
+        with cluster.subgraph(name=f"{name}_steps") as steps:
             steps.attr(label="", style="dashed,rounded", color="#c5ccd3")
             for units in by_time:
                 if self.level == "op" and units[0].step is not None:
-                    with steps.subgraph(name=f"{name[:-len('_steps')]}_t{units[0].step}") as step_cluster:
+                    with steps.subgraph(name=f"{name}_t{units[0].step}") as step_cluster:
                         step_cluster.attr(label=f"t={units[0].step}", style="rounded,filled", color="#b8c2cc",
                                           fillcolor="#ffffff")
                         for unit in units:
@@ -496,7 +497,7 @@ class _Picture:
             grad = "—"
         return data, grad
 
-    def _emit_edges(self, dot: graphviz.Digraph, steps_clusters: dict[tuple, str], show_shapes: bool,
+    def _emit_edges(self, dot: graphviz.Digraph, group_clusters: dict[tuple, str], show_shapes: bool,
                     scale: _GradScale | None) -> None:
         """Every edge, except that a unit feeding (or collecting from) ``BUNDLE_FROM`` or more steps
         of one group gets one edge to that group's box of steps."""
@@ -517,10 +518,10 @@ class _Picture:
             label = _label(*[role for role in roles if role], "every step")
             if key[0] == "into":
                 head = min((edge[1] for edge in edges), key=lambda unit: unit.time)
-                dot.edge(edges[0][0].id, head.id, label=label, lhead=steps_clusters[head.group])
+                dot.edge(edges[0][0].id, head.id, label=label, lhead=f"{group_clusters[head.group]}_steps")
             else:
                 tail = max((edge[0] for edge in edges), key=lambda unit: unit.time)
-                dot.edge(tail.id, edges[0][1].id, label=label, ltail=steps_clusters[tail.group])
+                dot.edge(tail.id, edges[0][1].id, label=label, ltail=f"{group_clusters[tail.group]}_steps")
 
     def _role(self, via: Node, source: _Unit, target: _Unit, step: str | None = None) -> str | None:
         """What a tensor is to the cell steps it joins: a step's output by the name its layer gave
@@ -647,7 +648,8 @@ def draw(*roots: Any, level: str = "op", show_shapes: bool = True, show_grads: b
         where the tensor is still reachable (leaves, roots, tensors with ``retain_grad()``), grad
         from ``.grad`` or, failing that, the recorded norm.
     max_steps: keep the first and last steps of each recurrence (at least 2), one box for the rest.
-    params: ``model.named_parameters()`` (or a dict) to label parameters with dotted paths.
+    params: ``model.named_parameters()`` (or a dict): names for parameters instead of the default,
+        the module path of the ops using them (``Model.lstm.weight_hh_l0``).
     max_nodes: refuse pictures with more nodes (None: no limit).
     """
     if level not in LEVELS:
