@@ -184,13 +184,16 @@ def test_cell_level_edges_name_each_steps_inputs_and_outputs():
             assert f"h<SUB>{t}</SUB>" in out_of[box]  # into the output stack (and the next step)
             if t + previous in range(3):  # the state h_{t-1}, c_{t-1} (reverse: h_{t+1}, c_{t+1})
                 assert {f"h<SUB>{t + previous}</SUB>", f"c<SUB>{t + previous}</SUB>"} <= into[box]
-    hostile = ts.nn.LSTMCell(2, 3)
+    cell = ts.nn.LSTMCell(2, 3)
+    xs = ts.randn(2, 2, 2, requires_grad=True)
     state = None
     for t in range(2):
-        with ts.scope(step=t):
-            state = hostile(ts.randn(2, 2), state)
+        with ts.scope(step=t):  # x[t] is made at step t, outside the cell's module
+            state = cell(xs[t], state)
             state = (state[0].named(HOSTILE), state[1])
-    assert f"{ts.viz._html(HOSTILE)}<SUB>0</SUB>" in ts.viz.draw(state, level="cell").source
+    loop = ts.viz.draw(state, level="cell", show_shapes=False).source
+    assert f"label=<{ts.viz._html(HOSTILE)}<SUB>0</SUB>>" in loop and "label=<c<SUB>0</SUB>>" in loop
+    assert "label=<x<SUB>0</SUB>>" in loop and "label=<x<SUB>1</SUB>>" in loop
 
 
 def test_many_steps_share_one_edge_per_parameter_into_the_box_of_steps():
@@ -488,10 +491,14 @@ def test_save_writes_the_dot_source_when_dot_fails(tmp_path: Path, monkeypatch: 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     broken = bin_dir / "dot"
-    broken.write_text("#!/bin/sh\necho 'Error: out of memory' >&2\nexit 3\n")
+    # reads its input with the shell's own `read` (no cat on this PATH), then fails
+    broken.write_text("#!/bin/sh\nwhile read -r _; do :; done\necho 'Error: out of memory' >&2\nexit 3\n")
     broken.chmod(0o755)
     monkeypatch.setenv("PATH", str(bin_dir))
     with pytest.raises(ts.viz.RenderError, match="exit status 3: Error: out of memory") as err:
+        ts.viz.save(dot, tmp_path / "picture.png")
+    broken.write_text("#!/bin/sh\nexit 3\n")  # dies before reading: a broken pipe, still a fallback
+    with pytest.raises(ts.viz.RenderError, match="picture.dot"):
         ts.viz.save(dot, tmp_path / "picture.png")
     assert not isinstance(err.value, ts.viz.GraphvizNotFoundError)
     fallback = tmp_path / "picture.dot"

@@ -525,11 +525,14 @@ class _Picture:
 
     def _role(self, via: Node, source: _Unit, target: _Unit, step: str | None = None) -> str | None:
         """What a tensor is to the cell steps it joins: a step's output by the name its layer gave
-        it (h_t, c_t), or x_t, the input its recurrence prepared before the loop; ``step`` replaces
-        the step number (``"t"`` for an edge standing for every step)."""
+        it (h_t, c_t), or x_t: the input its recurrence prepared before the loop, or one made at
+        the same step outside the cell (``x[t]`` in the user's loop); ``step`` replaces the step
+        number (``"t"`` for an edge standing for every step)."""
         if source.kind == "step" and via.name:
             return f"{_html(via.name)}<SUB>{source.step if step is None else step}</SUB>"
-        if target.kind == "step" and source.group == target.group and source.time is None:
+        prepared = source.group == target.group and source.time is None
+        same_step = source.group != target.group and source.step == target.step
+        if target.kind == "step" and (prepared or same_step):
             return f"x<SUB>{target.step if step is None else step}</SUB>"
         return None
 
@@ -708,7 +711,7 @@ def save(graph_or_roots: Any, path: str | Path, **draw_options: Any) -> Path:
         if shutil.which("dot") is None:
             raise graphviz.ExecutableNotFound(("dot",))
         rendered = graph.pipe(format=fmt)
-    except (graphviz.ExecutableNotFound, graphviz.CalledProcessError) as err:
+    except (graphviz.ExecutableNotFound, graphviz.CalledProcessError, BrokenPipeError) as err:
         source_path = path.with_suffix(".dot")
         source_path.write_text(graph.source, encoding="utf-8")
         saved = (f"The DOT source was written to {str(source_path)!r} instead (render it later with "
@@ -718,8 +721,12 @@ def save(graph_or_roots: Any, path: str | Path, **draw_options: Any) -> Path:
                 f"save({str(path)!r}): rendering .{fmt} needs the Graphviz 'dot' program, which is not "
                 f"on PATH. {saved} Install Graphviz with `apt-get install graphviz` (Debian/Ubuntu), "
                 "`brew install graphviz` (macOS) or from https://graphviz.org/download/.") from None
-        reason = (err.stderr or b"").decode(errors="replace").strip() or "no message"  # pipe() passes bytes
+        if isinstance(err, BrokenPipeError):
+            reason = "it exited before reading the whole source"
+        else:  # pipe() passes bytes
+            reason = f"exit status {err.returncode}: " + (
+                (err.stderr or b"").decode(errors="replace").strip() or "no message")
         raise RenderError(f"save({str(path)!r}): the Graphviz 'dot' program failed to render .{fmt} "
-                          f"(exit status {err.returncode}: {reason}). {saved}") from None
+                          f"({reason}). {saved}") from None
     path.write_bytes(rendered)
     return path
