@@ -514,7 +514,7 @@ class _Picture:
             else:
                 self._emit_edge(dot, *edge, show_shapes, scale)
         for key, edges in bundles.items():
-            roles = dict.fromkeys(self._role(via, source, target, "t") for source, target, via, _ in edges)
+            roles = dict.fromkeys(_role(via, source, target, "t") for source, target, via, _ in edges)
             label = _label(*[role for role in roles if role], "every step")
             if key[0] == "into":
                 head = min((edge[1] for edge in edges), key=lambda unit: unit.time)
@@ -523,26 +523,13 @@ class _Picture:
                 tail = max((edge[0] for edge in edges), key=lambda unit: unit.time)
                 dot.edge(tail.id, edges[0][1].id, label=label, ltail=f"{group_clusters[tail.group]}_steps")
 
-    def _role(self, via: Node, source: _Unit, target: _Unit, step: str | None = None) -> str | None:
-        """What a tensor is to the cell steps it joins: a step's output by the name its layer gave
-        it (h_t, c_t), or x_t: the input its recurrence prepared before the loop, or one made at
-        the same step outside the cell (``x[t]`` in the user's loop); ``step`` replaces the step
-        number (``"t"`` for an edge standing for every step)."""
-        if source.kind == "step" and via.name:
-            return f"{_html(via.name)}<SUB>{source.step if step is None else step}</SUB>"
-        prepared = source.group == target.group and source.time is None
-        same_step = source.group != target.group and source.step == target.step
-        if target.kind == "step" and (prepared or same_step):
-            return f"x<SUB>{target.step if step is None else step}</SUB>"
-        return None
-
     def _emit_edge(self, dot: graphviz.Digraph, source: _Unit, target: _Unit, via: Node, count: int,
                    show_shapes: bool, scale: _GradScale | None) -> None:
         attrs: dict[str, str] = {}
         if count > 1:  # tensors between elided steps and one unit
             attrs["label"] = f"{count} tensors"
         elif self.level != "op" and not via.is_leaf:
-            role = self._role(via, source, target)
+            role = _role(via, source, target)
             texts = [role] if role else [_html(via.name)] if via.name else []
             if show_shapes:
                 texts.append(_html(_shape_text(via)))
@@ -568,6 +555,20 @@ class _Picture:
                 legend.node(f"legend_{kind}", _label(_html(_KIND_DESCRIPTIONS[kind])), **attrs)
             if scale is not None:
                 legend.node("legend_grads", scale.legend_label(), shape="plain", style="")
+
+
+def _role(via: Node, source: _Unit, target: _Unit, step: str | None = None) -> str | None:
+    """What a tensor is to the cell steps it joins: a step's output by the name its layer gave
+    it (h_t, c_t), or x_t: the input its recurrence prepared before the loop, or one made at
+    the same step outside the cell (``x[t]`` in the user's loop); ``step`` replaces the step
+    number (``"t"`` for an edge standing for every step)."""
+    if source.kind == "step" and via.name:
+        return f"{_html(via.name)}<SUB>{source.step if step is None else step}</SUB>"
+    prepared = source.group == target.group and source.time is None
+    same_step = source.group != target.group and source.step == target.step
+    if target.kind == "step" and (prepared or same_step):
+        return f"x<SUB>{target.step if step is None else step}</SUB>"
+    return None
 
 
 def _fan_key(source: _Unit, target: _Unit) -> tuple | None:
