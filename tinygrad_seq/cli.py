@@ -57,7 +57,7 @@ def user_input(what: str) -> Iterator[None]:
     except OSError as err:
         reason = f"{err.strerror}: {err.filename}" if err.strerror and err.filename else str(err)
         raise CliError(f"{what}: {reason}") from err
-    except (ValueError, ts.viz.GraphvizNotFoundError) as err:
+    except (ValueError, ts.viz.RenderError) as err:
         raise CliError(f"{what}: {err}") from err
 
 

@@ -91,7 +91,7 @@ def run_demo(out_dir: str = "tinygrad_seq_out", steps: int = 300, seed: int = 0,
     try:
         ts.viz.save(picture, out / "demo_unrolled_lstm.svg")
         written.append("demo_unrolled_lstm.svg")
-    except ts.viz.GraphvizNotFoundError as err:
+    except ts.viz.RenderError as err:
         print(f"  skipped the SVG: {err}")
         written.append("demo_unrolled_lstm.dot")
     try:

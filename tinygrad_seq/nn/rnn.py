@@ -13,7 +13,7 @@ matmul for all gates (h @ W_hh^T), one sigmoid over the full gate block, and sli
 Provenance: every op records its layer, direction (0 forward, 1 reverse) and time step; the ops
 that make one gate's value also record the gate (a name from ``LSTM_GATES`` / ``GRU_GATES``).
 Full-width ops (the pre-activation sum, the shared sigmoid) and the state updates carry the step
-but no gate.
+but no gate. Each step's new state is named ``h`` (and ``c``), so pictures label it h_t, c_t.
 
 Variable lengths: ``lengths=`` gives PyTorch's packed-sequence results on a padded batch. Each
 step updates the state only where ``t < length`` (``where``), so the forward direction freezes a
@@ -70,7 +70,7 @@ class _ElmanMath:
 
     def _step(self, x_proj: Tensor, state: State, w_hh_t: Tensor, b_hh: Tensor | None,
               here: provenance.Provenance) -> State:
-        return (NONLINEARITIES[self.nonlinearity](x_proj + state[0] @ w_hh_t),)
+        return (NONLINEARITIES[self.nonlinearity](x_proj + state[0] @ w_hh_t).named("h"),)
 
     def _fused_step(self, x_proj: Tensor, rows: slice, state: State, w_hh: Tensor,
                     b_hh: Tensor | None) -> State:
@@ -97,8 +97,8 @@ class _LSTMMath:
         provenance.current = here.at(gate="o")
         o = squashed[:, 3 * size:]
         provenance.current = here
-        c = f * c + i * g
-        return o * c.tanh(), c
+        c = (f * c + i * g).named("c")
+        return (o * c.tanh()).named("h"), c
 
     def _fused_step(self, x_proj: Tensor, rows: slice, state: State, w_hh: Tensor,
                     b_hh: Tensor | None) -> State:
@@ -135,7 +135,7 @@ class _GRUMath:
         provenance.current = here.at(gate="n")
         n = (x_proj[:, 2 * size:] + r * h_proj[:, 2 * size:]).tanh()
         provenance.current = here
-        return (n + z * (h - n),)
+        return ((n + z * (h - n)).named("h"),)
 
     def _fused_step(self, x_proj: Tensor, rows: slice, state: State, w_hh: Tensor,
                     b_hh: Tensor | None) -> State:
