@@ -135,6 +135,33 @@ def test_layer_gradient_flow_matches_the_same_stack_run_by_hand(rng):
     assert np.all(flows["GRU", 1, 1] > 0)
 
 
+def test_layer_gradient_flow_keeps_each_run_of_a_layer_apart_and_fused_matches_composed(rng):
+    x, y = (ts.tensor(rng.standard_normal((4, 2, 3))) for _ in range(2))
+    flows = []
+    for fused in (False, True):
+        ts.manual_seed(1)
+        lstm = ts.nn.LSTM(3, 4, fused=fused).double()
+        first, _ = lstm(x)
+        second, (h_n, c_n) = lstm(y)
+        loss = (first ** 2).sum() + (second[:2] * 3).sum() + (c_n ** 2).sum()
+        flows.append(diagnostics.layer_gradient_flow(loss))
+        composed = flows[0]
+        assert sorted(flows[-1]) == [("LSTM#1", 0, 0), ("LSTM#2", 0, 0)]
+        np.testing.assert_allclose(flows[-1]["LSTM#1", 0, 0], composed["LSTM#1", 0, 0], rtol=1e-12)
+        np.testing.assert_allclose(flows[-1]["LSTM#2", 0, 0], composed["LSTM#2", 0, 0], rtol=1e-12)
+        np.testing.assert_allclose(diagnostics.gradient_flow(loss, second), composed["LSTM#2", 0, 0],
+                                   rtol=1e-12)
+    # by hand: the first run's states, with retain_grad
+    cell = share_weights(ts.nn.LSTMCell(3, 4).double(), lstm, "_l0")
+    state, hs = None, []
+    for x_t in x:
+        state = cell(x_t, state)
+        hs.append(state[0].retain_grad())
+    (ts.stack(hs) ** 2).sum().backward()
+    np.testing.assert_allclose(flows[0]["LSTM#1", 0, 0], [np.linalg.norm(h.grad.data) for h in hs],
+                               rtol=1e-10)
+
+
 def test_gradient_flow_bad_input(rng):
     _, states = rnn_cell_loop(rng, steps=3)
     loss = states[-1].sum()

@@ -242,6 +242,24 @@ def test_cell_gates_are_labelled_inside_a_user_scope() -> None:
     assert all(n.prov.step == 5 for n in _nodes(h, c) if not n.is_leaf)
 
 
+def test_each_run_of_a_layer_is_one_call_and_a_decoder_loop_keeps_its_own_steps() -> None:
+    gru = ts.nn.GRU(2, 3)
+    first, _ = gru(ts.randn(4, 1, 2))
+    second, _ = gru(ts.randn(4, 1, 2))
+    calls = [{n.prov.call for n in _nodes(out) if not n.is_leaf and n.prov.step is not None}
+             for out in (first, second)]
+    assert all(len(c) == 1 and None not in c for c in calls) and calls[0] != calls[1]
+
+    h, states = None, []  # one step per call, inside the caller's time loop: the caller's t counts
+    for t in range(3):
+        with ts.scope(step=t):
+            out, h = gru(ts.randn(1, 1, 2), h)
+        states.append(out)
+    steps = [{(n.prov.step, n.prov.call) for n in topological_order(out._node)
+              if n.op == "matmul" and n.prov.layer is not None and n.prov.step is not None} for out in states]
+    assert steps[-1] == {(0, None), (1, None), (2, None)}
+
+
 # -- parameters, names, repr -----------------------------------------------------------------------
 
 PYTORCH_LSTM_2_LAYER_BIDIRECTIONAL = [

@@ -25,7 +25,8 @@ import numpy as np
 from . import creation
 from .autograd import Node, enable_grad, no_grad, observe_backward, run_backward, topological_order
 from .nn.module import Module
-from .nn.rnn import GRU, GRU_GATES, LSTM, LSTM_GATES, RNN, GRUCell, LSTMCell, RNNCell
+from .nn.rnn import FUSED_LSTM_STATE, GRU, GRU_GATES, LSTM, LSTM_GATES, RNN, GRUCell, LSTMCell, RNNCell
+from .provenance import Provenance
 from .tensor import Tensor
 
 # ---------------------------------------------------------------------------------------------
@@ -86,26 +87,37 @@ def _step_norms(grad: np.ndarray | None, shape: tuple, directions: int, time_axi
 
 
 def _norms_through_time(loss: Tensor, state_lists: list[list[Node]], owner: str) -> list[np.ndarray]:
-    """||dL/d state|| for each state of each list, from one extra backward."""
+    """||dL/dh_t|| for each state of each list, from one extra backward (of a fused LSTM's
+    [h_t, c_t], the h half: the same numbers as the composed layer's h_t)."""
     grads = iter(_gradients_at(loss, [node for states in state_lists for node in states], owner))
-    return [np.array([_step_norms(next(grads), node.shape, 1, None)[0] for node in states])
+    return [np.array([_step_norms(_h_part(next(grads), node), node.shape, 1, None)[0] for node in states])
             for states in state_lists]
+
+
+def _h_part(grad: np.ndarray | None, node: Node) -> np.ndarray | None:
+    if grad is None or node.name != FUSED_LSTM_STATE:
+        return grad
+    return grad[..., :grad.shape[-1] // 2]
 
 
 _REARRANGING_OPS = frozenset({"transpose", "where", "cat", "squeeze", "getitem"})
 
 
+def _recurrence_of(prov: Provenance) -> tuple:
+    return prov.module, prov.call, prov.layer, prov.direction
+
+
 def _direction_steps(node: Node) -> tuple[tuple, list[Node]] | None:
-    """((module, layer, direction), its per-step states in time order) if ``node`` is the
-    ``stack`` that ends one direction of a recurrent layer (each input carries its time step)."""
+    """((module, call, layer, direction), its per-step states in time order) if ``node`` is the
+    ``stack`` that ends one direction of a recurrent layer's run (each input carries its step)."""
     prov = node.prov
     if node.op != "stack" or prov is None or prov.layer is None or prov.step is not None:
         return None
-    group = (prov.module, prov.layer, prov.direction)
+    group = _recurrence_of(prov)
     if not all(p is not None and p.prov is not None and p.prov.step is not None
-               and (p.prov.module, p.prov.layer, p.prov.direction) == group for p in node.parents):
+               and _recurrence_of(p.prov) == group for p in node.parents):
         return None
-    return (prov.module, prov.layer, prov.direction or 0), sorted(node.parents, key=lambda p: p.prov.step)
+    return group, sorted(node.parents, key=lambda p: p.prov.step)
 
 
 def _layer_output_steps(node: Node) -> list[tuple[tuple, list[Node]]] | None:
@@ -131,7 +143,7 @@ def _layer_output_steps(node: Node) -> list[tuple[tuple, list[Node]]] | None:
                 or prov.step is not None):
             return None
         pending.extend(parent for parent in current.parents if parent is not None)
-    return sorted(found.items(), key=lambda item: item[0][2]) or None
+    return sorted(found.items(), key=lambda item: item[0][3] or 0) or None
 
 
 def gradient_flow(loss: Tensor, hidden_states: Tensor | Sequence[Tensor], *, directions: int = 1,
@@ -142,8 +154,8 @@ def gradient_flow(loss: Tensor, hidden_states: Tensor | Sequence[Tensor], *, dir
     norm is of the *total* gradient reaching h_t, through the recurrence and any direct use), or
     one stacked tensor with time along ``time_dim``. An RNN / LSTM / GRU layer's ``output`` is
     resolved, through provenance, to the per-step states of its last layer, so its norms are of
-    the total gradient reaching each h_t too (in time order; ``time_dim`` is not needed, and a
-    fused LSTM's norms are of (h_t, c_t)). Any other stacked tensor is a copy made after the loop:
+    the total gradient reaching each h_t too (in time order; ``time_dim`` is not needed). Any
+    other stacked tensor is a copy made after the loop:
     its norms are of the direct dL/d state_t only. For bidirectional states the last dim is split
     into ``directions`` equal parts (forward first, as layers concatenate them).
 
@@ -191,19 +203,30 @@ def layer_gradient_flow(loss: Tensor) -> dict[tuple[str | None, int, int], np.nd
     """||dL/dh_t|| through time inside every recurrent layer (RNN, LSTM, GRU) that ``loss`` uses.
 
     Keys are (module path, layer, direction); values have one norm per time step, in time order
-    (t = 0 .. T-1, also for the reverse direction). The states are found from provenance: each
-    layer direction ends with a ``stack`` of its per-step outputs h_t, recorded with the layer and
-    direction, whose inputs each carry their time step. Same side-effect rules as gradient_flow.
-    An LSTM with ``fused=True`` keeps h and c in one tensor per step: its norms are of (h_t, c_t).
+    (t = 0 .. T-1, also for the reverse direction). A layer run more than once (called twice, or
+    two layers with the same path) gets one key per run: "path#1", "path#2", ... in call order.
+    The states are found from provenance: each layer direction ends with a ``stack`` of its
+    per-step outputs h_t, recorded with the layer, direction and run (``call``), whose inputs each
+    carry their time step. Same side-effect rules as gradient_flow.
     """
     owner = "layer_gradient_flow"
     _check_loss(loss, owner)
     groups = dict(filter(None, map(_direction_steps, topological_order(loss._node))))
     if not groups:
         raise ValueError(f"{owner}: loss does not depend on any recurrent layer (RNN, LSTM, GRU) output")
-    ordered = sorted(groups.items(), key=lambda item: (str(item[0][0]), item[0][1], item[0][2]))
+    runs: dict[str | None, list] = {}
+    for module, call, _, _ in groups:
+        if call not in runs.setdefault(module, []):
+            runs[module].append(call)
+
+    def key(group: tuple) -> tuple[str | None, int, int]:
+        module, call, layer, direction = group
+        calls = sorted(runs[module], key=lambda c: -1 if c is None else c)
+        return (module if len(calls) == 1 else f"{module}#{calls.index(call) + 1}"), layer, direction or 0
+
+    ordered = sorted((key(group), states) for group, states in groups.items())
     norms = _norms_through_time(loss, [states for _, states in ordered], owner)
-    return {key: values for (key, _), values in zip(ordered, norms, strict=True)}
+    return {name: values for (name, _), values in zip(ordered, norms, strict=True)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,10 +8,11 @@ say *where* something happened ("lstm.l1.reverse t=7 gate=f") instead of guessin
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-_FIELDS = ("module", "layer", "direction", "step", "gate", "label")
+_FIELDS = ("module", "layer", "direction", "step", "gate", "label", "call")
 
 
 class Provenance:
@@ -21,9 +22,9 @@ class Provenance:
 
     def __init__(self, module: str | None = None, layer: int | None = None,
                  direction: int | None = None, step: int | None = None,
-                 gate: str | None = None, label: str | None = None) -> None:
+                 gate: str | None = None, label: str | None = None, call: int | None = None) -> None:
         self.module, self.layer, self.direction = module, layer, direction
-        self.step, self.gate, self.label = step, gate, label
+        self.step, self.gate, self.label, self.call = step, gate, label, call
 
     def child(self, **fields: object) -> Provenance:
         """This record with ``fields`` overridden; labels and module paths nest with '/' and '.'."""
@@ -44,7 +45,7 @@ class Provenance:
         """``child(step=..., gate=...)`` without the generic field handling, for per-step loops
         (an RNN layer makes several records per time step). None keeps the inherited value."""
         return Provenance(self.module, self.layer, self.direction, self.step if step is None else step,
-                          self.gate if gate is None else gate, self.label)
+                          self.gate if gate is None else gate, self.label, self.call)
 
     def as_dict(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in _FIELDS if getattr(self, name) is not None}
@@ -76,6 +77,10 @@ class Provenance:
 
 
 current: Provenance | None = None
+
+# Each run of a recurrent layer over a sequence takes the next number as its ``call``: a layer
+# used twice, or two layers with the same module path, are then two recurrences, not one.
+calls = itertools.count()
 
 
 @contextmanager

@@ -13,7 +13,8 @@ matmul for all gates (h @ W_hh^T), one sigmoid over the full gate block, and sli
 Provenance: every op records its layer, direction (0 forward, 1 reverse) and time step; the ops
 that make one gate's value also record the gate (a name from ``LSTM_GATES`` / ``GRU_GATES``).
 Full-width ops (the pre-activation sum, the shared sigmoid) and the state updates carry the step
-but no gate. Each step's new state is named ``h`` (and ``c``), so pictures label it h_t, c_t.
+but no gate. Each step's new state is named ``h`` (and ``c``), so pictures label it h_t, c_t; a
+fused LSTM's one state tensor [h_t, c_t] is named ``FUSED_LSTM_STATE``.
 
 Variable lengths: ``lengths=`` gives PyTorch's packed-sequence results on a padded batch. Each
 step updates the state only where ``t < length`` (``where``), so the forward direction freezes a
@@ -45,6 +46,10 @@ LSTM_GATES = ("i", "f", "g", "o")
 GRU_GATES = ("r", "z", "n")
 """GRU gate order: reset, update, new (candidate), as in PyTorch."""
 
+FUSED_LSTM_STATE = "[h, c]"
+"""The name of a fused LSTM step's one state tensor: h_t in the first half of its last dim, c_t in
+the second (pictures label it, gradient-flow diagnostics keep the h half)."""
+
 NONLINEARITIES = {"tanh": tanh, "relu": relu}
 """The activations an Elman RNN accepts (``nonlinearity=``)."""
 
@@ -74,7 +79,7 @@ class _ElmanMath:
 
     def _fused_step(self, x_proj: Tensor, rows: slice, state: State, w_hh: Tensor,
                     b_hh: Tensor | None) -> State:
-        return (fused_cells.rnn_cell(x_proj, rows, state[0], w_hh, self.nonlinearity),)
+        return (fused_cells.rnn_cell(x_proj, rows, state[0], w_hh, self.nonlinearity).named("h"),)
 
 
 class _LSTMMath:
@@ -102,7 +107,7 @@ class _LSTMMath:
 
     def _fused_step(self, x_proj: Tensor, rows: slice, state: State, w_hh: Tensor,
                     b_hh: Tensor | None) -> State:
-        return (fused_cells.lstm_cell(x_proj, rows, state[0], w_hh),)
+        return (fused_cells.lstm_cell(x_proj, rows, state[0], w_hh).named(FUSED_LSTM_STATE),)
 
     @staticmethod
     def _packed(state: State) -> State:
@@ -139,7 +144,7 @@ class _GRUMath:
 
     def _fused_step(self, x_proj: Tensor, rows: slice, state: State, w_hh: Tensor,
                     b_hh: Tensor | None) -> State:
-        return (fused_cells.gru_cell(x_proj, rows, state[0], w_hh, b_hh),)
+        return (fused_cells.gru_cell(x_proj, rows, state[0], w_hh, b_hh).named("h"),)
 
 
 # -- argument checks shared by cells and layers ----------------------------------------------------
@@ -188,6 +193,13 @@ def _unpack_state(hx: Any, count: int, names: tuple[str, str], expected: tuple, 
             raise ValueError(f"{owner} expected {name} of shape {expected} {layout}, got {tensor.shape}")
         _check_dtype(tensor, name, dtype, owner)
     return state
+
+
+def _own_time(caller: provenance.Provenance, steps: int) -> bool:
+    """Whether a layer's run numbers its own time steps (and is one ``call``): not when it takes a
+    single step inside the caller's ``scope(step=t)`` (a decoder stepping a layer token by token),
+    where the caller's t is the time step and the caller's calls are one recurrence."""
+    return caller.step is None or steps > 1
 
 
 def _zeros(shape: tuple, *like: Tensor) -> Tensor:
@@ -403,7 +415,9 @@ class _RNNBase(Module):
                 valid = length_mask(lengths, run_steps).data[:, :, None]  # (T, B, 1)
                 x = where(valid, x, 0.0)  # padding values (even nan) never enter the arithmetic
 
-        output, finals = self._run_layers(x, state, run_steps, batch, valid, partial)
+        caller = provenance.current or provenance.ROOT
+        with provenance.scope(call=next(provenance.calls) if _own_time(caller, run_steps) else None):
+            output, finals = self._run_layers(x, state, run_steps, batch, valid, partial)
         if partial:
             output = where(valid, output, 0.0)
         if run_steps < steps:
@@ -456,16 +470,17 @@ class _RNNBase(Module):
         else:
             w_hh_t = w_hh.T
         scope = provenance.current
+        own_time = _own_time(scope, steps)
         outputs: list[Tensor | None] = [None] * steps
         for t in (range(steps - 1, -1, -1) if direction else range(steps)):
-            here = provenance.current = scope.at(step=t)
+            here = provenance.current = scope.at(step=t if own_time else None)
             rows = slice(t * batch, (t + 1) * batch)
             if self.fused:
                 new_state = self._fused_step(x_proj, rows, state, w_hh, b_step)
             else:
                 new_state = self._step(x_proj[rows], state, w_hh_t, b_step, here)
             if t in partial:  # some sequences are over (forward) or not yet started (reverse) at t
-                new_state = tuple(where(valid[t], new, old)
+                new_state = tuple(where(valid[t], new, old).named(new.name)
                                   for new, old in zip(new_state, state, strict=True))
             state = new_state
             outputs[t] = state[0]
