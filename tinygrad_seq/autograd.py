@@ -16,6 +16,7 @@ import itertools
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from heapq import heappop, heappush
 from typing import Any
 
 import numpy as np
@@ -201,46 +202,27 @@ def _creation_number(node: Node) -> int:
     return node.seq
 
 
-class _Accumulator:
-    """Sums the gradient contributions arriving at each node, in place where it owns the buffer."""
+def _fitted(node: Node, grad: np.ndarray) -> np.ndarray:
+    """A dense gradient summed back to ``node``'s shape and cast to its dtype."""
+    if grad.shape != node.shape:
+        grad = unbroadcast(grad, node.shape)
+    if grad.dtype != node.dtype:
+        grad = grad.astype(node.dtype)
+    return grad
 
-    __slots__ = ("grads", "owned")
 
-    def __init__(self) -> None:
-        self.grads: dict[int, Any] = {}
-        self.owned: set[int] = set()
-
-    def add(self, node: Node, grad: Any) -> None:
-        key = id(node)
-        if type(grad) is IndexGrad:
-            buffer = self.grads.get(key)
-            if buffer is None:
-                buffer = np.zeros(node.shape, node.dtype)
-                self.grads[key] = buffer
-                self.owned.add(key)
-            elif key not in self.owned:
-                buffer = self.grads[key] = np.array(buffer, dtype=node.dtype)
-                self.owned.add(key)
-            grad.add_into(buffer)
-            return
-        if grad.shape != node.shape:
-            grad = unbroadcast(grad, node.shape)
-        if grad.dtype is not node.dtype and grad.dtype != node.dtype:  # `is`: the common, cheap case
-            grad = grad.astype(node.dtype)
-        existing = self.grads.get(key)
-        if existing is None:
-            self.grads[key] = grad
-        elif key in self.owned:
-            existing += grad
-        else:  # asarray: with 0-d operands numpy returns a scalar, which += would not update in place
-            self.grads[key] = np.asarray(existing + grad)
-            self.owned.add(key)
-
-    def pop(self, node: Node) -> np.ndarray | None:
-        key = id(node)
-        if self.owned:
-            self.owned.discard(key)
-        return self.grads.pop(key, None)
+def _added(node: Node, existing: np.ndarray, owned: bool, grad: Any) -> np.ndarray:
+    """``existing + grad`` for ``node``: into ``existing`` when the walk owns it, else fresh."""
+    if type(grad) is IndexGrad:
+        if not owned:
+            existing = np.array(existing, dtype=node.dtype)
+        grad.add_into(existing)
+        return existing
+    grad = _fitted(node, grad)
+    if owned:
+        existing += grad
+        return existing
+    return np.asarray(existing + grad)  # asarray: with 0-d operands numpy returns a scalar
 
 
 # Called with (node, gradient) for every node the walk reaches; diagnostics and anomaly mode
@@ -249,14 +231,19 @@ observers: list[Callable[[Node, np.ndarray], None]] = []
 
 
 def run_backward(root: Node, grad: np.ndarray, retain_graph: bool = False) -> None:
-    """Propagate ``grad`` from ``root`` to every leaf that requires grad."""
-    accumulator = _Accumulator()
-    accumulator.add(root, grad)
-    grads, add = accumulator.grads, accumulator.add
-    for node in topological_order(root):
-        g = accumulator.pop(node)
-        if g is None:
-            continue
+    """Propagate ``grad`` from ``root`` to every leaf that requires grad.
+
+    Nodes are visited newest first, from a heap keyed on creation number: every node that can
+    contribute to a node's gradient was made after it, so the gradient is complete when popped.
+    A node enters the heap when its first gradient arrives, so nothing is visited twice and
+    branches that get no gradient are never walked.
+    """
+    grads: dict[Node, np.ndarray] = {root: _fitted(root, grad)}
+    owned: set[Node] = set()  # buffers the walk made itself, safe to add into in place
+    heap = [(-root.seq, root)]
+    while heap:
+        node = heappop(heap)[1]
+        g = grads.pop(node)
         if node.hooks:
             for hook in node.hooks:
                 replaced = hook(g)
@@ -285,17 +272,24 @@ def run_backward(root: Node, grad: np.ndarray, retain_graph: bool = False) -> No
             from .anomaly import check_backward
             check_backward(node, parent_grads)
         if not retain_graph:
-            node.backward = _released
+            node.backward = _released  # frees the saved arrays now, not at the end of the walk
         for parent, parent_grad in zip(node.parents, parent_grads, strict=True):
             if parent is None or parent_grad is None:
                 continue
-            # The usual case, inline: a parent's first contribution, dense, of its exact shape and
-            # dtype, is kept as it is (not owned, so never mutated); everything else goes to add().
-            if (type(parent_grad) is np.ndarray and parent_grad.dtype is parent.dtype
-                    and parent_grad.shape == parent.shape and id(parent) not in grads):
-                grads[id(parent)] = parent_grad
-            else:
-                add(parent, parent_grad)
+            existing = grads.get(parent)
+            if existing is not None:
+                grads[parent] = _added(parent, existing, parent in owned, parent_grad)
+                owned.add(parent)
+                continue
+            # A dense first gradient is kept as it is (not owned: an op may return one array to several
+            # inputs); the usual case, exact shape and dtype (`is`: cheap), skips _fitted.
+            if type(parent_grad) is IndexGrad:
+                parent_grad = parent_grad.dense()
+                owned.add(parent)
+            elif parent_grad.dtype is not parent.dtype or parent_grad.shape != parent.shape:
+                parent_grad = _fitted(parent, parent_grad)
+            grads[parent] = parent_grad
+            heappush(heap, (-parent.seq, parent))
 
 
 @contextmanager
