@@ -7,11 +7,12 @@ holding exactly the arrays that the vector-Jacobian product needs.  Nodes hold p
 the graph lives, and after backward only the tiny structure remains (pictures can still be
 drawn from it; the saved arrays are gone unless ``retain_graph=True``).
 
-The walk is iterative (an explicit stack), so graph depth is limited only by memory.
+The walk is iterative (a heap of pending nodes), so graph depth is limited only by memory.
 """
 
 from __future__ import annotations
 
+import gc
 import itertools
 import weakref
 from collections.abc import Callable, Iterator
@@ -83,6 +84,24 @@ def enable_grad(fn: Callable | None = None) -> Any:
 
 def is_grad_enabled() -> bool:
     return state.grad_enabled
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector inside the block (if it is on at all).
+
+    A graph holds no reference cycles (nodes keep parent nodes and saved arrays, never tensors),
+    so reference counting frees it; but every op allocates several objects the collector tracks,
+    and its repeated passes over a growing graph cost a third of a long sequence's training step.
+    Cyclic garbage made inside the block is collected after it, as usual."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,7 +250,13 @@ observers: list[Callable[[Node, np.ndarray], None]] = []
 
 
 def run_backward(root: Node, grad: np.ndarray, retain_graph: bool = False) -> None:
-    """Propagate ``grad`` from ``root`` to every leaf that requires grad.
+    """Propagate ``grad`` from ``root`` to every leaf that requires grad (``gc_paused``)."""
+    with gc_paused():
+        _walk(root, grad, retain_graph)
+
+
+def _walk(root: Node, grad: np.ndarray, retain_graph: bool) -> None:
+    """The backward walk.
 
     Nodes are visited newest first, from a heap keyed on creation number: every node that can
     contribute to a node's gradient was made after it, so the gradient is complete when popped.
