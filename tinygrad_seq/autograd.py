@@ -124,7 +124,7 @@ class Node:
     """
 
     __slots__ = ("backward", "parents", "op", "prov", "shape", "dtype", "name", "hooks",
-                 "tensor", "source", "seq", "grad_norm", "__weakref__")
+                 "tensor", "source", "seq", "grad_norm")
 
     def __init__(self, backward: Callable | None, parents: tuple, op: str | None,
                  shape: tuple, dtype: np.dtype) -> None:
