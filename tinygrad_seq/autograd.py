@@ -86,22 +86,25 @@ def is_grad_enabled() -> bool:
     return state.grad_enabled
 
 
-@contextmanager
-def gc_paused() -> Iterator[None]:
+class gc_paused:  # noqa: N801 - used like a function: ``with gc_paused(): ...``
     """Pause Python's cyclic garbage collector inside the block (if it is on at all).
 
     A graph holds no reference cycles (nodes keep parent nodes and saved arrays, never tensors),
     so reference counting frees it; but every op allocates several objects the collector tracks,
     and its repeated passes over a growing graph cost a third of a long sequence's training step.
-    Cyclic garbage made inside the block is collected after it, as usual."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
+    Cyclic garbage made inside the block is collected after it, as usual. (A class, not a
+    generator: it is entered on every module call.)"""
+
+    __slots__ = ("paused",)
+
+    def __enter__(self) -> None:
+        self.paused = gc.isenabled()
+        if self.paused:
+            gc.disable()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.paused:
+            gc.enable()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..autograd import IndexGrad
 from ..tensor import Tensor
+from .elementwise import pass_through
 from .reduce import normalize_dims
 
 
@@ -50,7 +51,10 @@ def permute(x: Tensor, *dims: Any) -> Tensor:
     dims = normalize_dims(x._data, _shape_arg(dims), "permute")
     if sorted(dims) != list(range(x.ndim)):
         raise ValueError(f"permute: {dims} is not a permutation of the {x.ndim} dims of shape {x.shape}")
-    inverse = tuple(sorted(range(len(dims)), key=dims.__getitem__))  # argsort, without numpy's overhead
+    return _permuted(x, dims, tuple(sorted(range(len(dims)), key=dims.__getitem__)))
+
+
+def _permuted(x: Tensor, dims: tuple[int, ...], inverse: tuple[int, ...]) -> Tensor:
     return Tensor.from_op(x._data.transpose(dims), "permute", (x,), lambda g: (g.transpose(inverse),))
 
 
@@ -62,8 +66,9 @@ def transpose(x: Tensor, dim0: int = -2, dim1: int = -1) -> Tensor:
 
 
 def T(x: Tensor) -> Tensor:
-    """All dims reversed (the matrix transpose for 2-D)."""
-    return permute(x, *reversed(range(x.ndim)))
+    """All dims reversed (the matrix transpose for 2-D); a reversal is its own inverse."""
+    dims = tuple(range(x._data.ndim - 1, -1, -1))
+    return _permuted(x, dims, dims)
 
 
 def broadcast_to(x: Tensor, *shape: Any) -> Tensor:
@@ -72,7 +77,7 @@ def broadcast_to(x: Tensor, *shape: Any) -> Tensor:
         out = np.broadcast_to(x._data, shape)
     except ValueError:
         raise ValueError(f"expand: cannot broadcast a tensor of shape {x.shape} to {shape}") from None
-    return Tensor.from_op(out, "expand", (x,), lambda g: (g,))  # the engine sums g back
+    return Tensor.from_op(out, "expand", (x,), pass_through)  # the engine sums g back
 
 
 def expand(x: Tensor, *sizes: Any) -> Tensor:
@@ -111,7 +116,7 @@ def _normalize_index(index: Any) -> tuple[Any, bool]:
         if type(part) not in _BASIC_INDEX_TYPES:
             break
     else:
-        return parts, False
+        return index, False
     out, has_int_array = [], False
     for part in parts:
         if isinstance(part, Tensor):
@@ -145,8 +150,10 @@ def getitem(x: Tensor, index: Any) -> Tensor:
 def _check_join(op: str, tensors: Sequence[Tensor], dim: int, same_dim: bool) -> None:
     if len(tensors) == 0:
         raise ValueError(f"{op}: expected a non-empty sequence of tensors")
-    shapes = [t.shape for t in tensors]
+    shapes = [t._data.shape for t in tensors]
     first = shapes[0]
+    if shapes.count(first) == len(shapes):  # all alike (a sequence's steps): nothing to compare
+        return
     for shape in shapes[1:]:
         comparable = len(shape) == len(first) and all(
             a == b for i, (a, b) in enumerate(zip(shape, first, strict=True)) if not (same_dim and i == dim))
