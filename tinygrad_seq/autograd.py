@@ -157,7 +157,16 @@ class Node:
         return f"<Node {what} {self.shape} {self.dtype}{'' if self.prov is None else ' @ ' + str(self.prov)}>"
 
 
-class IndexGrad:
+class LazyGrad:
+    """A gradient the engine may combine with others of its kind before making it an array."""
+
+    __slots__ = ()
+
+    def dense(self) -> np.ndarray:
+        raise NotImplementedError
+
+
+class IndexGrad(LazyGrad):
     """A gradient that is zero except at ``index`` of an array of ``shape``.
 
     Indexing ops return this instead of a full-size array, and the engine adds it into one
@@ -181,6 +190,29 @@ class IndexGrad:
         buffer = np.zeros(self.shape, self.dtype)
         self.add_into(buffer)
         return buffer
+
+
+class ProductGrad(LazyGrad):
+    """A gradient ``left.T @ right``, as a weight used at every time step gets from each step.
+
+    The engine gathers all of a node's ProductGrads (``extend``) and makes them one product of the
+    stacked factors when the node is reached: the T small products of BPTT become one large one,
+    as in a hand-written BPTT (the sum is the same up to rounding order). An op hands its
+    ProductGrad to the engine, which may then extend it."""
+
+    __slots__ = ("lefts", "rights")
+
+    def __init__(self, left: np.ndarray, right: np.ndarray) -> None:
+        self.lefts, self.rights = [left], [right]
+
+    def extend(self, other: ProductGrad) -> None:
+        self.lefts += other.lefts
+        self.rights += other.rights
+
+    def dense(self) -> np.ndarray:
+        if len(self.lefts) == 1:
+            return self.lefts[0].T @ self.rights[0]
+        return np.concatenate(self.lefts).T @ np.concatenate(self.rights)
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
@@ -233,8 +265,15 @@ def _fitted(node: Node, grad: np.ndarray) -> np.ndarray:
     return grad
 
 
-def _added(node: Node, existing: np.ndarray, owned: bool, grad: Any) -> np.ndarray:
+def _added(node: Node, existing: Any, owned: bool, grad: Any) -> Any:
     """``existing + grad`` for ``node``: into ``existing`` when the walk owns it, else fresh."""
+    if type(existing) is ProductGrad:
+        if type(grad) is ProductGrad:
+            existing.extend(grad)
+            return existing
+        existing, owned = _fitted(node, existing.dense()), True
+    elif type(grad) is ProductGrad:
+        grad = grad.dense()
     if type(grad) is IndexGrad:
         if not owned:
             existing = np.array(existing, dtype=node.dtype)
@@ -272,6 +311,8 @@ def _walk(root: Node, grad: np.ndarray, retain_graph: bool) -> None:
     while heap:
         node = heappop(heap)[1]
         g = grads.pop(node)
+        if type(g) is ProductGrad:
+            g = _fitted(node, g.dense())
         if node.hooks:
             for hook in node.hooks:
                 replaced = hook(g)
@@ -310,11 +351,13 @@ def _walk(root: Node, grad: np.ndarray, retain_graph: bool) -> None:
                 owned.add(parent)
                 continue
             # A dense first gradient is kept as it is (not owned: an op may return one array to several
-            # inputs); the usual case, exact shape and dtype (`is`: cheap), skips _fitted.
+            # inputs); the usual case, exact shape and dtype (`is`: cheap), skips _fitted. A
+            # ProductGrad waits, to be extended by the later ones.
             if type(parent_grad) is IndexGrad:
                 parent_grad = parent_grad.dense()
                 owned.add(parent)
-            elif parent_grad.dtype is not parent.dtype or parent_grad.shape != parent.shape:
+            elif type(parent_grad) is not ProductGrad and (
+                    parent_grad.dtype is not parent.dtype or parent_grad.shape != parent.shape):
                 parent_grad = _fitted(parent, parent_grad)
             grads[parent] = parent_grad
             heappush(heap, (-parent.seq, parent))
