@@ -179,10 +179,11 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     if not -ndim <= dim < ndim:
         raise IndexError(f"stack: dim {dim} is out of range for stacking tensors of shape {tensors[0].shape}")
     dim %= ndim
-    out = np.stack([t._data for t in tensors], axis=dim)
     lead = (slice(None),) * dim
-    return Tensor.from_op(out, "stack", tensors,
-                          lambda g: tuple(g[lead + (i,)] for i in range(len(tensors))))
+    # np.stack's own recipe, without its argument checks (done above): a new axis, then concatenate
+    out = np.concatenate([t._data[lead + (None,)] for t in tensors], axis=dim)
+    count = len(tensors)  # not the list: backward must not keep every input tensor alive
+    return Tensor.from_op(out, "stack", tensors, lambda g: tuple(g[lead + (i,)] for i in range(count)))
 
 
 def split(x: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) -> list[Tensor]:
