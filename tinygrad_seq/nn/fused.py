@@ -89,18 +89,21 @@ def gru_cell(x_proj: Tensor, rows: slice, h: Tensor, w_hh: Tensor, b_hh: Tensor 
     r, z = rz[:, :size], rz[:, size:]
     h_proj_n = h_proj[:, 2 * size:]
     n = np.tanh(x_rows[:, 2 * size:] + r * h_proj_n)
-    out = n + z * (h_prev - n)
+    h_minus_n = h_prev - n
+    out = n + z * h_minus_n
     want_h, want_w = h.requires_grad, w_hh.requires_grad
+    want_b = b_hh is not None and b_hh.requires_grad
     shape, dtype = x_proj._data.shape, x_proj._data.dtype
 
     def backward(g: np.ndarray) -> tuple:
         d_n_pre = g * (1 - z) * (1 - n * n)
         d_rz_pre = np.concatenate([d_n_pre * h_proj_n * (1 - r) * r,
-                                   g * (h_prev - n) * (1 - z) * z], axis=1)
+                                   g * h_minus_n * (1 - z) * z], axis=1)
         d_h_proj = np.concatenate([d_rz_pre, d_n_pre * r], axis=1)
         d_h = g * z + d_h_proj @ weight if want_h else None
+        # b_hh's gradient, d_h_proj summed over the batch, as ones^T d_h_proj: one product over all steps
+        d_b = ProductGrad(np.ones((len(g), 1), dtype), d_h_proj) if want_b else None
         return (IndexGrad(rows, np.concatenate([d_rz_pre, d_n_pre], axis=1), shape, dtype, False),
-                d_h, ProductGrad(d_h_proj, h_prev) if want_w else None,
-                d_h_proj)  # the engine sums it over the batch for b_hh
+                d_h, ProductGrad(d_h_proj, h_prev) if want_w else None, d_b)
 
     return Tensor.from_op(out, "gru_cell", (x_proj, h, w_hh, b_hh), backward)
