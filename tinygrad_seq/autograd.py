@@ -224,7 +224,7 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
         raise ValueError(f"gradient of shape {grad.shape} has fewer dimensions than its input {shape}")
     axes = tuple(range(extra)) + tuple(
         extra + i for i, n in enumerate(shape) if n == 1 and grad.shape[extra + i] != 1)
-    summed = grad.sum(axis=axes, keepdims=True) if axes else grad
+    summed = np.add.reduce(grad, axis=axes, keepdims=True) if axes else grad  # = .sum(), minus a wrapper
     if extra:
         summed = summed.reshape(summed.shape[extra:])
     if summed.shape != shape:
