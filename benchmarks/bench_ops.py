@@ -14,6 +14,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+import checkout  # noqa: F401  (first: the package of this checkout, not the venv's)
 import numpy as np
 
 import tinygrad_seq as ts

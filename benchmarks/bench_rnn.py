@@ -20,6 +20,7 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import checkout  # noqa: F401  (first: the package of this checkout, not the venv's)
 import numpy as np
 from bench_ops import optional, ratio
 from numpy_bptt import BPTT

@@ -10,6 +10,8 @@ import argparse
 import statistics
 import time
 
+import checkout  # noqa: F401  (first: the package of this checkout, not the venv's)
+
 import tinygrad_seq as ts
 
 

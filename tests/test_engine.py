@@ -13,7 +13,7 @@ import pytest
 from helpers import assert_grads_match
 
 import tinygrad_seq as ts
-from tinygrad_seq.autograd import topological_order
+from tinygrad_seq.autograd import ProductGrad, topological_order
 
 # -- depth and long recurrences ------------------------------------------------------------------
 
@@ -304,3 +304,61 @@ def test_no_grad_and_enable_grad_decorate_without_parentheses() -> None:
     assert not frozen(x).requires_grad
     with ts.no_grad():
         assert recorded(x).requires_grad
+
+
+# -- garbage collector pauses and deferred weight-gradient products ---------------------------------
+
+
+class _GCProbe(ts.nn.Module):
+    """Records whether the cyclic collector runs while its forward builds a graph."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.fail, self.seen = fail, []
+
+    def forward(self, x: ts.Tensor) -> ts.Tensor:
+        self.seen.append(gc.isenabled())
+        if self.fail:
+            raise ValueError("boom")
+        return x * 2
+
+
+def test_forward_and_backward_pause_the_collector_and_always_restore_it() -> None:
+    probe, x = _GCProbe(), ts.tensor([1.0, 2.0], requires_grad=True)
+    seen_in_backward = []
+    y = probe(x)
+    y.register_hook(lambda g: seen_in_backward.append(gc.isenabled()))
+    assert gc.isenabled()
+    y.sum().backward()
+    assert probe.seen == [False] and seen_in_backward == [False] and gc.isenabled()
+    with pytest.raises(ValueError, match="boom"):
+        _GCProbe(fail=True)(x)
+    assert gc.isenabled()
+    gc.disable()  # the caller's choice stands
+    try:
+        probe(x).sum().backward()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+@ts.custom_op
+def _shared_weight_step(h, w):
+    """h @ w^T whose weight gradient is a deferred ProductGrad, as the fused cells return it."""
+    return h @ w.T, lambda g: (g @ w, ProductGrad(g, h))
+
+
+def test_product_grads_of_a_weight_add_up_to_the_dense_sum(rng: np.random.Generator) -> None:
+    w0, h0 = rng.standard_normal((3, 3)), rng.standard_normal((2, 3))
+    w, h = ts.tensor(w0, requires_grad=True), ts.tensor(h0, requires_grad=True)
+    out = h
+    for _ in range(4):
+        out = ts.tanh(_shared_weight_step(out, w))
+    (out * w.sum()).sum().backward()  # the weight also gets a dense gradient, mixed with the products
+    dense_w, dense_h = ts.tensor(w0, requires_grad=True), ts.tensor(h0, requires_grad=True)
+    out = dense_h
+    for _ in range(4):
+        out = ts.tanh(out @ dense_w.T)
+    (out * dense_w.sum()).sum().backward()
+    np.testing.assert_allclose(w.grad.data, dense_w.grad.data, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(h.grad.data, dense_h.grad.data, rtol=1e-12, atol=1e-14)

@@ -7,15 +7,17 @@ holding exactly the arrays that the vector-Jacobian product needs.  Nodes hold p
 the graph lives, and after backward only the tiny structure remains (pictures can still be
 drawn from it; the saved arrays are gone unless ``retain_graph=True``).
 
-The walk is iterative (an explicit stack), so graph depth is limited only by memory.
+The walk is iterative (a heap of pending nodes), so graph depth is limited only by memory.
 """
 
 from __future__ import annotations
 
+import gc
 import itertools
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from heapq import heappop, heappush
 from typing import Any
 
 import numpy as np
@@ -84,6 +86,27 @@ def is_grad_enabled() -> bool:
     return state.grad_enabled
 
 
+class gc_paused:  # noqa: N801 - used like a function: ``with gc_paused(): ...``
+    """Pause Python's cyclic garbage collector inside the block (if it is on at all).
+
+    A graph holds no reference cycles (nodes keep parent nodes and saved arrays, never tensors),
+    so reference counting frees it; but every op allocates several objects the collector tracks,
+    and its repeated passes over a growing graph cost a third of a long sequence's training step.
+    Cyclic garbage made inside the block is collected after it, as usual. (A class, not a
+    generator: it is entered on every module call.)"""
+
+    __slots__ = ("paused",)
+
+    def __enter__(self) -> None:
+        self.paused = gc.isenabled()
+        if self.paused:
+            gc.disable()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.paused:
+            gc.enable()
+
+
 # ---------------------------------------------------------------------------------------------
 # Nodes
 
@@ -104,7 +127,7 @@ class Node:
     """
 
     __slots__ = ("backward", "parents", "op", "prov", "shape", "dtype", "name", "hooks",
-                 "tensor", "source", "seq", "grad_norm", "__weakref__")
+                 "tensor", "source", "seq", "grad_norm")
 
     def __init__(self, backward: Callable | None, parents: tuple, op: str | None,
                  shape: tuple, dtype: np.dtype) -> None:
@@ -134,7 +157,16 @@ class Node:
         return f"<Node {what} {self.shape} {self.dtype}{'' if self.prov is None else ' @ ' + str(self.prov)}>"
 
 
-class IndexGrad:
+class LazyGrad:
+    """A gradient the engine may combine with others of its kind before making it an array."""
+
+    __slots__ = ()
+
+    def dense(self) -> np.ndarray:
+        raise NotImplementedError
+
+
+class IndexGrad(LazyGrad):
     """A gradient that is zero except at ``index`` of an array of ``shape``.
 
     Indexing ops return this instead of a full-size array, and the engine adds it into one
@@ -160,6 +192,29 @@ class IndexGrad:
         return buffer
 
 
+class ProductGrad(LazyGrad):
+    """A gradient ``left.T @ right``, as a weight used at every time step gets from each step.
+
+    The engine gathers all of a node's ProductGrads (``extend``) and makes them one product of the
+    stacked factors when the node is reached: the T small products of BPTT become one large one,
+    as in a hand-written BPTT (the sum is the same up to rounding order). An op hands its
+    ProductGrad to the engine, which may then extend it."""
+
+    __slots__ = ("lefts", "rights")
+
+    def __init__(self, left: np.ndarray, right: np.ndarray) -> None:
+        self.lefts, self.rights = [left], [right]
+
+    def extend(self, other: ProductGrad) -> None:
+        self.lefts += other.lefts
+        self.rights += other.rights
+
+    def dense(self) -> np.ndarray:
+        if len(self.lefts) == 1:
+            return self.lefts[0].T @ self.rights[0]
+        return np.concatenate(self.lefts).T @ np.concatenate(self.rights)
+
+
 def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     """Sum ``grad`` back to ``shape``: the adjoint of numpy broadcasting ``shape`` up to grad's."""
     if grad.shape == shape:
@@ -169,7 +224,7 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
         raise ValueError(f"gradient of shape {grad.shape} has fewer dimensions than its input {shape}")
     axes = tuple(range(extra)) + tuple(
         extra + i for i, n in enumerate(shape) if n == 1 and grad.shape[extra + i] != 1)
-    summed = grad.sum(axis=axes, keepdims=True) if axes else grad
+    summed = np.add.reduce(grad, axis=axes, keepdims=True) if axes else grad  # = .sum(), minus a wrapper
     if extra:
         summed = summed.reshape(summed.shape[extra:])
     if summed.shape != shape:
@@ -201,46 +256,34 @@ def _creation_number(node: Node) -> int:
     return node.seq
 
 
-class _Accumulator:
-    """Sums the gradient contributions arriving at each node, in place where it owns the buffer."""
+def _fitted(node: Node, grad: np.ndarray) -> np.ndarray:
+    """A dense gradient summed back to ``node``'s shape and cast to its dtype."""
+    if grad.shape != node.shape:
+        grad = unbroadcast(grad, node.shape)
+    if grad.dtype != node.dtype:
+        grad = grad.astype(node.dtype)
+    return grad
 
-    __slots__ = ("grads", "owned")
 
-    def __init__(self) -> None:
-        self.grads: dict[int, Any] = {}
-        self.owned: set[int] = set()
-
-    def add(self, node: Node, grad: Any) -> None:
-        key = id(node)
-        if type(grad) is IndexGrad:
-            buffer = self.grads.get(key)
-            if buffer is None:
-                buffer = np.zeros(node.shape, node.dtype)
-                self.grads[key] = buffer
-                self.owned.add(key)
-            elif key not in self.owned:
-                buffer = self.grads[key] = np.array(buffer, dtype=node.dtype)
-                self.owned.add(key)
-            grad.add_into(buffer)
-            return
-        if grad.shape != node.shape:
-            grad = unbroadcast(grad, node.shape)
-        if grad.dtype is not node.dtype and grad.dtype != node.dtype:  # `is`: the common, cheap case
-            grad = grad.astype(node.dtype)
-        existing = self.grads.get(key)
-        if existing is None:
-            self.grads[key] = grad
-        elif key in self.owned:
-            existing += grad
-        else:  # asarray: with 0-d operands numpy returns a scalar, which += would not update in place
-            self.grads[key] = np.asarray(existing + grad)
-            self.owned.add(key)
-
-    def pop(self, node: Node) -> np.ndarray | None:
-        key = id(node)
-        if self.owned:
-            self.owned.discard(key)
-        return self.grads.pop(key, None)
+def _added(node: Node, existing: Any, owned: bool, grad: Any) -> Any:
+    """``existing + grad`` for ``node``: into ``existing`` when the walk owns it, else fresh."""
+    if type(existing) is ProductGrad:
+        if type(grad) is ProductGrad:
+            existing.extend(grad)
+            return existing
+        existing, owned = _fitted(node, existing.dense()), True
+    elif type(grad) is ProductGrad:
+        grad = grad.dense()
+    if type(grad) is IndexGrad:
+        if not owned:
+            existing = np.array(existing, dtype=node.dtype)
+        grad.add_into(existing)
+        return existing
+    grad = _fitted(node, grad)
+    if owned:
+        existing += grad
+        return existing
+    return np.asarray(existing + grad)  # asarray: with 0-d operands numpy returns a scalar
 
 
 # Called with (node, gradient) for every node the walk reaches; diagnostics and anomaly mode
@@ -249,14 +292,27 @@ observers: list[Callable[[Node, np.ndarray], None]] = []
 
 
 def run_backward(root: Node, grad: np.ndarray, retain_graph: bool = False) -> None:
-    """Propagate ``grad`` from ``root`` to every leaf that requires grad."""
-    accumulator = _Accumulator()
-    accumulator.add(root, grad)
-    grads, add = accumulator.grads, accumulator.add
-    for node in topological_order(root):
-        g = accumulator.pop(node)
-        if g is None:
-            continue
+    """Propagate ``grad`` from ``root`` to every leaf that requires grad (``gc_paused``)."""
+    with gc_paused():
+        _walk(root, grad, retain_graph)
+
+
+def _walk(root: Node, grad: np.ndarray, retain_graph: bool) -> None:
+    """The backward walk.
+
+    Nodes are visited newest first, from a heap keyed on creation number: every node that can
+    contribute to a node's gradient was made after it, so the gradient is complete when popped.
+    A node enters the heap when its first gradient arrives, so nothing is visited twice and
+    branches that get no gradient are never walked.
+    """
+    grads: dict[Node, np.ndarray] = {root: _fitted(root, grad)}
+    owned: set[Node] = set()  # buffers the walk made itself, safe to add into in place
+    heap = [(-root.seq, root)]
+    while heap:
+        node = heappop(heap)[1]
+        g = grads.pop(node)
+        if type(g) is ProductGrad:
+            g = _fitted(node, g.dense())
         if node.hooks:
             for hook in node.hooks:
                 replaced = hook(g)
@@ -285,17 +341,26 @@ def run_backward(root: Node, grad: np.ndarray, retain_graph: bool = False) -> No
             from .anomaly import check_backward
             check_backward(node, parent_grads)
         if not retain_graph:
-            node.backward = _released
+            node.backward = _released  # frees the saved arrays now, not at the end of the walk
         for parent, parent_grad in zip(node.parents, parent_grads, strict=True):
             if parent is None or parent_grad is None:
                 continue
-            # The usual case, inline: a parent's first contribution, dense, of its exact shape and
-            # dtype, is kept as it is (not owned, so never mutated); everything else goes to add().
-            if (type(parent_grad) is np.ndarray and parent_grad.dtype is parent.dtype
-                    and parent_grad.shape == parent.shape and id(parent) not in grads):
-                grads[id(parent)] = parent_grad
-            else:
-                add(parent, parent_grad)
+            existing = grads.get(parent)
+            if existing is not None:
+                grads[parent] = _added(parent, existing, parent in owned, parent_grad)
+                owned.add(parent)
+                continue
+            # A dense first gradient is kept as it is (not owned: an op may return one array to several
+            # inputs); the usual case, exact shape and dtype (`is`: cheap), skips _fitted. A
+            # ProductGrad waits, to be extended by the later ones.
+            if type(parent_grad) is IndexGrad:
+                parent_grad = parent_grad.dense()
+                owned.add(parent)
+            elif type(parent_grad) is not ProductGrad and (
+                    parent_grad.dtype is not parent.dtype or parent_grad.shape != parent.shape):
+                parent_grad = _fitted(parent, parent_grad)
+            grads[parent] = parent_grad
+            heappush(heap, (-parent.seq, parent))
 
 
 @contextmanager

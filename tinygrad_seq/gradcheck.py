@@ -26,7 +26,7 @@ import numpy as np
 
 from . import creation
 from .autograd import (
-    IndexGrad,
+    LazyGrad,
     Node,
     enable_grad,
     no_grad,
@@ -587,7 +587,7 @@ class _Replayer:
 
 
 def _dense(grad: Any, shape: tuple) -> np.ndarray:
-    return grad.dense() if isinstance(grad, IndexGrad) else unbroadcast(np.asarray(grad), shape)
+    return grad.dense() if isinstance(grad, LazyGrad) else unbroadcast(np.asarray(grad), shape)
 
 
 def _wrong_consumers(replayer: _Replayer, node: Node, users: Sequence[Node], atol: float,

@@ -19,7 +19,7 @@ from .autograd import Node, run_backward, state
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:
-    array.flags.writeable = False
+    array.setflags(write=False)
     return array
 
 
@@ -68,8 +68,11 @@ class Tensor:
         if type(out) is not np.ndarray:
             out = np.asarray(out)
         node = None
-        if state.grad_enabled:
-            if len(inputs) == 2:  # the common binary op: spelled out, it costs half the generic path
+        if state.grad_enabled:  # one and two inputs spelled out: they are most ops, at half the cost
+            if len(inputs) == 1:
+                parent = getattr(inputs[0], "_node", None)
+                parents, recorded = (parent,), parent is not None
+            elif len(inputs) == 2:
                 first, second = inputs
                 parents = (getattr(first, "_node", None), getattr(second, "_node", None))
                 recorded = parents[0] is not None or parents[1] is not None
@@ -80,7 +83,7 @@ class Tensor:
                 node = Node(backward, parents, op, out.shape, out.dtype)
         if state.tap is not None:
             out = np.asarray(state.tap(out, op, node))
-        out.flags.writeable = False
+        out.setflags(write=False)
         result = cls.__new__(cls)
         result._data = out
         result._node = node
@@ -269,7 +272,7 @@ class Tensor:
             if self._data.size != 1:
                 raise RuntimeError(f"backward() on a tensor of shape {self.shape} needs an explicit "
                                    "gradient of that shape: only a scalar's gradient is implicitly 1")
-            seed = np.ones_like(self._data)
+            seed = np.ones(self._data.shape, self._data.dtype)
         else:
             # a copy: .grad arrays are frozen read-only, and that must not freeze the caller's array
             seed = np.array(gradient._data if isinstance(gradient, Tensor) else gradient,

@@ -15,6 +15,8 @@ Conventions shared by the three cells:
   as an ``IndexGrad``, which the engine adds into one buffer: no slicing node per step.
 - ``w_hh`` is weight_hh itself, (G * H, H); each step computes ``h @ w_hh.T``.
 - The LSTM state is packed as one tensor ``[h, c]`` of shape (B, 2H), so one node makes both.
+- W_hh's gradient is a ``ProductGrad`` (d_gates^T h_prev, unevaluated): the engine makes the
+  T steps' products one large product, as a hand-written BPTT does.
 - Backward saves only what the formulas below read, and computes a gradient only for the inputs
   that require one.
 """
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd import IndexGrad
+from ..autograd import IndexGrad, ProductGrad
 from ..ops.elementwise import logistic
 from ..tensor import Tensor
 
@@ -40,7 +42,7 @@ def rnn_cell(x_proj: Tensor, rows: slice, h: Tensor, w_hh: Tensor, nonlinearity:
         d_pre = g * (1 - out * out) if nonlinearity == "tanh" else g * (out > 0)
         return (IndexGrad(rows, d_pre, shape, dtype, False),
                 d_pre @ weight if want_h else None,
-                d_pre.T @ h_prev if want_w else None)
+                ProductGrad(d_pre, h_prev) if want_w else None)
 
     return Tensor.from_op(out, "rnn_cell", (x_proj, h, w_hh), backward)
 
@@ -68,7 +70,7 @@ def lstm_cell(x_proj: Tensor, rows: slice, hc: Tensor, w_hh: Tensor) -> Tensor:
                                   d_c * i * (1 - g * g), d_h * tanh_c * (1 - o) * o], axis=1)
         d_state = np.concatenate([d_gates @ weight, d_c * f], axis=1) if want_state else None
         return (IndexGrad(rows, d_gates, shape, dtype, False), d_state,
-                d_gates.T @ h_prev if want_w else None)
+                ProductGrad(d_gates, h_prev) if want_w else None)
 
     return Tensor.from_op(out, "lstm_cell", (x_proj, hc, w_hh), backward)
 
@@ -87,18 +89,21 @@ def gru_cell(x_proj: Tensor, rows: slice, h: Tensor, w_hh: Tensor, b_hh: Tensor 
     r, z = rz[:, :size], rz[:, size:]
     h_proj_n = h_proj[:, 2 * size:]
     n = np.tanh(x_rows[:, 2 * size:] + r * h_proj_n)
-    out = n + z * (h_prev - n)
+    h_minus_n = h_prev - n
+    out = n + z * h_minus_n
     want_h, want_w = h.requires_grad, w_hh.requires_grad
+    want_b = b_hh is not None and b_hh.requires_grad
     shape, dtype = x_proj._data.shape, x_proj._data.dtype
 
     def backward(g: np.ndarray) -> tuple:
         d_n_pre = g * (1 - z) * (1 - n * n)
         d_rz_pre = np.concatenate([d_n_pre * h_proj_n * (1 - r) * r,
-                                   g * (h_prev - n) * (1 - z) * z], axis=1)
+                                   g * h_minus_n * (1 - z) * z], axis=1)
         d_h_proj = np.concatenate([d_rz_pre, d_n_pre * r], axis=1)
         d_h = g * z + d_h_proj @ weight if want_h else None
+        # b_hh's gradient, d_h_proj summed over the batch, as ones^T d_h_proj: one product over all steps
+        d_b = ProductGrad(np.ones((len(g), 1), dtype), d_h_proj) if want_b else None
         return (IndexGrad(rows, np.concatenate([d_rz_pre, d_n_pre], axis=1), shape, dtype, False),
-                d_h, d_h_proj.T @ h_prev if want_w else None,
-                d_h_proj)  # the engine sums it over the batch for b_hh
+                d_h, ProductGrad(d_h_proj, h_prev) if want_w else None, d_b)
 
     return Tensor.from_op(out, "gru_cell", (x_proj, h, w_hh, b_hh), backward)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .. import provenance
+from ..autograd import gc_paused
 from ..tensor import Tensor
 
 
@@ -196,7 +197,8 @@ class Module:
         outer = provenance.current
         provenance.current = (outer or provenance.ROOT).child(module=self._scope_name or type(self).__name__)
         try:
-            return self.forward(*args, **kwargs)
+            with gc_paused():  # a forward pass builds a graph: see autograd.gc_paused
+                return self.forward(*args, **kwargs)
         finally:
             provenance.current = outer
 

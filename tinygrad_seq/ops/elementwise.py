@@ -47,17 +47,37 @@ def _times(g: np.ndarray, factor: Any) -> np.ndarray | None:
     return None if factor is None else g * factor
 
 
+# Backwards that save nothing are shared functions: a lambda would allocate a function object
+# per op, kept by the graph until backward (a tenth of a long sequence's graph memory).
+
+
+def pass_through(g: np.ndarray) -> tuple[np.ndarray]:
+    return (g,)
+
+
+def _pass_both(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return g, g
+
+
+def _pass_and_negate(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return g, -g
+
+
+def _negate(g: np.ndarray) -> tuple[np.ndarray]:
+    return (-g,)
+
+
 # -- arithmetic ------------------------------------------------------------------------------
 
 
 def add(a: Any, b: Any) -> Tensor:
     out = _broadcasting("add", np.add, data_of(a), data_of(b))
-    return Tensor.from_op(out, "add", (a, b), lambda g: (g, g))
+    return Tensor.from_op(out, "add", (a, b), _pass_both)
 
 
 def sub(a: Any, b: Any) -> Tensor:
     out = _broadcasting("sub", np.subtract, data_of(a), data_of(b))
-    return Tensor.from_op(out, "sub", (a, b), lambda g: (g, -g))
+    return Tensor.from_op(out, "sub", (a, b), _pass_and_negate)
 
 
 def mul(a: Any, b: Any) -> Tensor:
@@ -79,7 +99,7 @@ def div(a: Any, b: Any) -> Tensor:
 
 
 def neg(a: Tensor) -> Tensor:
-    return Tensor.from_op(np.negative(a._data), "neg", (a,), lambda g: (-g,))
+    return Tensor.from_op(np.negative(a._data), "neg", (a,), _negate)
 
 
 def pow(a: Any, b: Any) -> Tensor:  # noqa: A001 - the operator's name
@@ -198,7 +218,7 @@ def cast(a: Tensor, dtype: Any) -> Tensor:
     out = a._data.astype(dtype)
     if dtype.kind != "f":
         return Tensor.constant(out)
-    return Tensor.from_op(out, "cast", (a,), lambda g: (g,))
+    return Tensor.from_op(out, "cast", (a,), pass_through)
 
 
 # -- comparisons (no gradient) --------------------------------------------------------------

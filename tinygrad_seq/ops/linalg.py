@@ -15,7 +15,9 @@ def _swap_last(m: np.ndarray) -> np.ndarray:
 
 
 def matmul(a: Any, b: Any) -> Tensor:
-    x, y = np.asarray(data_of(a)), np.asarray(data_of(b))
+    x, y = data_of(a), data_of(b)
+    if type(x) is not np.ndarray or type(y) is not np.ndarray:  # Python scalars, numpy scalars
+        x, y = np.asarray(x), np.asarray(y)
     if x.ndim == 0 or y.ndim == 0:
         raise ValueError(f"matmul: both operands need at least 1 dimension, got shapes {x.shape} "
                          f"and {y.shape}")
@@ -31,6 +33,12 @@ def matmul(a: Any, b: Any) -> Tensor:
                          f"{'only' if y.ndim == 1 else 'second-to-last'} dimension of the second "
                          f"({inner})") from None
     y_for_a, x_for_b = kept_for(a, y), kept_for(b, x)
+    if x.ndim == 2 and y.ndim == 2:  # every RNN step: no 1-D bookkeeping, .T rather than swapaxes
+        def matrix_backward(g: np.ndarray) -> tuple:
+            return (None if y_for_a is None else g @ y_for_a.T,
+                    None if x_for_b is None else x_for_b.T @ g)
+
+        return Tensor.from_op(out, "matmul", (a, b), matrix_backward)
 
     def backward(g: np.ndarray) -> tuple:
         # Treat 1-D operands as a row (first) or column (second) matrix, as numpy does; the column's

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..autograd import IndexGrad
 from ..tensor import Tensor
+from .elementwise import pass_through
 from .reduce import normalize_dims
 
 
@@ -50,9 +51,11 @@ def permute(x: Tensor, *dims: Any) -> Tensor:
     dims = normalize_dims(x._data, _shape_arg(dims), "permute")
     if sorted(dims) != list(range(x.ndim)):
         raise ValueError(f"permute: {dims} is not a permutation of the {x.ndim} dims of shape {x.shape}")
-    inverse = tuple(np.argsort(dims))
-    return Tensor.from_op(np.transpose(x._data, dims), "permute", (x,),
-                          lambda g: (np.transpose(g, inverse),))
+    return _permuted(x, dims, tuple(sorted(range(len(dims)), key=dims.__getitem__)))
+
+
+def _permuted(x: Tensor, dims: tuple[int, ...], inverse: tuple[int, ...]) -> Tensor:
+    return Tensor.from_op(x._data.transpose(dims), "permute", (x,), lambda g: (g.transpose(inverse),))
 
 
 def transpose(x: Tensor, dim0: int = -2, dim1: int = -1) -> Tensor:
@@ -63,8 +66,9 @@ def transpose(x: Tensor, dim0: int = -2, dim1: int = -1) -> Tensor:
 
 
 def T(x: Tensor) -> Tensor:
-    """All dims reversed (the matrix transpose for 2-D)."""
-    return permute(x, *reversed(range(x.ndim)))
+    """All dims reversed (the matrix transpose for 2-D); a reversal is its own inverse."""
+    dims = tuple(range(x._data.ndim - 1, -1, -1))
+    return _permuted(x, dims, dims)
 
 
 def broadcast_to(x: Tensor, *shape: Any) -> Tensor:
@@ -73,7 +77,7 @@ def broadcast_to(x: Tensor, *shape: Any) -> Tensor:
         out = np.broadcast_to(x._data, shape)
     except ValueError:
         raise ValueError(f"expand: cannot broadcast a tensor of shape {x.shape} to {shape}") from None
-    return Tensor.from_op(out, "expand", (x,), lambda g: (g,))  # the engine sums g back
+    return Tensor.from_op(out, "expand", (x,), pass_through)  # the engine sums g back
 
 
 def expand(x: Tensor, *sizes: Any) -> Tensor:
@@ -112,7 +116,7 @@ def _normalize_index(index: Any) -> tuple[Any, bool]:
         if type(part) not in _BASIC_INDEX_TYPES:
             break
     else:
-        return parts, False
+        return index, False
     out, has_int_array = [], False
     for part in parts:
         if isinstance(part, Tensor):
@@ -146,8 +150,10 @@ def getitem(x: Tensor, index: Any) -> Tensor:
 def _check_join(op: str, tensors: Sequence[Tensor], dim: int, same_dim: bool) -> None:
     if len(tensors) == 0:
         raise ValueError(f"{op}: expected a non-empty sequence of tensors")
-    shapes = [t.shape for t in tensors]
+    shapes = [t._data.shape for t in tensors]
     first = shapes[0]
+    if shapes.count(first) == len(shapes):  # all alike (a sequence's steps): nothing to compare
+        return
     for shape in shapes[1:]:
         comparable = len(shape) == len(first) and all(
             a == b for i, (a, b) in enumerate(zip(shape, first, strict=True)) if not (same_dim and i == dim))
@@ -173,10 +179,11 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     if not -ndim <= dim < ndim:
         raise IndexError(f"stack: dim {dim} is out of range for stacking tensors of shape {tensors[0].shape}")
     dim %= ndim
-    out = np.stack([t._data for t in tensors], axis=dim)
     lead = (slice(None),) * dim
-    return Tensor.from_op(out, "stack", tensors,
-                          lambda g: tuple(g[lead + (i,)] for i in range(len(tensors))))
+    # np.stack's own recipe, without its argument checks (done above): a new axis, then concatenate
+    out = np.concatenate([t._data[lead + (None,)] for t in tensors], axis=dim)
+    count = len(tensors)  # not the list: backward must not keep every input tensor alive
+    return Tensor.from_op(out, "stack", tensors, lambda g: tuple(g[lead + (i,)] for i in range(count)))
 
 
 def split(x: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) -> list[Tensor]:
