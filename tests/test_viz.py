@@ -394,17 +394,52 @@ def test_gradient_colours_follow_the_log_norm():
     assert shades == sorted(shades) and shades[0] < shades[1] < shades[2] < shades[3]
 
 
-def test_show_grads_without_records_uses_leaf_grads_or_explains_how_to_record():
+def grad_label(dot: graphviz.Digraph, name: str) -> str:
+    (label,) = [lab for lab in node_labels(dot).values() if f"<B>{name}</B>" in lab]
+    return label
+
+
+def test_show_grads_computes_every_norm_while_the_graph_is_alive_and_changes_nothing():
+    x = ts.randn(3, 2, requires_grad=True).named("x")
+    w = ts.nn.Parameter(ts.randn(2, 4).data, name="w")
+    hidden = (x @ w).tanh().named("hidden").retain_grad()
+    loss = (hidden * hidden).sum().named("loss")
+    w.grad = ts.tensor(np.full((2, 4), 7.0, np.float32))  # an accumulated gradient draw must keep
+    before = ts.viz.draw(loss, show_grads=True, show_values=False)  # no backward yet
+    assert w.grad.data.tolist() == np.full((2, 4), 7.0).tolist() and hidden.grad is None
+    assert all(node.grad_norm is None for node in topological_order(loss._node))  # draw's own dict
+    w.grad = None
+    loss.backward(retain_graph=True)
+    after = ts.viz.draw(loss, show_grads=True, show_values=False)
+    for dot in (before, after):
+        assert f"‖g‖ {np.linalg.norm(hidden.grad.data):.3g}" in grad_label(dot, "hidden")
+        assert f"‖g‖ {np.linalg.norm(w.grad.data):.3g}" in grad_label(dot, "w")
+        assert "not recorded" not in dot.source and "ops: no norms" not in dot.source
+    grads = [w.grad.data.copy(), x.grad.data.copy()]
+    loss.backward()  # the graph was kept: a second backward works and accumulates as usual
+    np.testing.assert_array_equal(w.grad.data, 2 * grads[0])
+    np.testing.assert_array_equal(x.grad.data, 2 * grads[1])
+
+
+def test_show_grads_after_a_plain_backward_says_how_to_get_the_op_norms():
     w = ts.nn.Parameter(np.full((2, 2), 2.0, np.float32), name="w")
-    loss = (w * w).sum()
-    with pytest.raises(ValueError, match=r"record_grad_norms\(\): loss.backward\(\)"):
-        ts.viz.draw(loss, show_grads=True)
-    loss.backward()
+    square = (w * w).named("square")
+    loss = square.sum()
+    loss.backward()  # frees the graph, records nothing
     dot = ts.viz.draw(loss, show_grads=True, show_values=False)
-    (label,) = [lab for lab in node_labels(dot).values() if "<B>w</B>" in lab]
-    assert f"‖g‖ {np.linalg.norm(w.grad.data):.3g}" in label
-    assert "no norms recorded; use ts.viz.record_grad_norms()" in dot.source
-    assert "not recorded" in " ".join(node_labels(dot).values())
+    assert f"‖g‖ {np.linalg.norm(w.grad.data):.3g}" in grad_label(dot, "w")  # leaves: from .grad
+    assert "not recorded" in grad_label(dot, "square")
+    assert ("ops: no norms: the graph was freed by backward(); draw before backward (or after "
+            "backward(retain_graph=True)), or wrap backward in ts.viz.record_grad_norms()") in dot.source
+    x = ts.randn(2, requires_grad=True)
+    fresh = (x * 2).sum()
+    fresh.backward()
+    x.grad = None  # nothing left to show at all
+    with pytest.raises(ValueError, match=r"graph was freed by backward\(\); draw before backward"):
+        ts.viz.draw(fresh, show_grads=True)
+    _, out, h, c, _ = lstm_loss(steps=2)  # alive, but no single scalar root to differentiate
+    with pytest.raises(ValueError, match="single scalar root"):
+        ts.viz.draw(out, h, show_grads=True)
 
 
 def test_micrograd_style_values_for_tiny_graphs():

@@ -23,10 +23,13 @@ reverse direction's state edges, which point back in time, do not constrain the 
 that feeds, or collects from, many steps of one recurrence gets a single edge to the box around
 those steps: the weights are still drawn once and shared by every step, and ``dot`` stays fast.
 
-Gradients: nodes do not keep gradients, and normal training pays nothing for pictures. Wrap a
-backward in ``record_grad_norms()`` to store each node's gradient norm (``Node.grad_norm``);
-``draw(..., show_grads=True)`` then colours nodes by that norm on a log scale. Leaves need no
-recording: their norm comes from ``.grad``.
+Gradients: nodes do not keep gradients, and normal training pays nothing for pictures.
+``draw(loss, show_grads=True)`` colours nodes by their gradient norm on a log scale. While the
+graph is alive (before backward, or after ``backward(retain_graph=True)``) draw computes every
+norm itself, with one extra backward from the scalar ``loss`` that keeps the graph and restores
+every ``.grad`` (it does run tensor hooks). After a plain backward the graph is freed: only norms
+recorded by wrapping that backward in ``record_grad_norms()`` (``Node.grad_norm``) and the leaves'
+``.grad`` are left.
 
 A node keeps its structure after ``backward()`` (only the arrays saved for the backward pass are
 freed), so a graph can be drawn before or after backward; drawing never changes a result.
@@ -47,6 +50,7 @@ import graphviz
 import numpy as np
 
 from .autograd import Node, observe_backward, topological_order
+from .diagnostics import observed_backward
 from .nn.module import Parameter
 from .tensor import Tensor
 
@@ -116,14 +120,36 @@ def record_grad_norms() -> Iterator[None]:
         yield
 
 
-def _leaf_grad_norm(node: Node) -> float | None:
-    """A recorded norm if there is one, else the norm of the leaf's ``.grad``."""
-    if node.grad_norm is not None:
-        return node.grad_norm
-    tensor = node.tensor() if node.tensor is not None else None
-    if tensor is None or tensor.grad is None:
-        return None
-    return float(np.linalg.norm(tensor.grad.data))
+_HOW_TO_GET_NORMS = ("draw before backward (or after backward(retain_graph=True)), "
+                     "or wrap backward in ts.viz.record_grad_norms()")
+
+
+def _grad_norms(roots: dict[int, tuple[Node, Tensor | None]], nodes: list[Node],
+                compute: bool) -> tuple[dict[int, float], str | None]:
+    """(gradient norm by node id, why the ops have none or None). ``compute``: every norm from one
+    extra backward of the single scalar root, if its graph is alive; otherwise (or failing that)
+    the norms ``record_grad_norms()`` stored, and the leaves' ``.grad``."""
+    released = any(node.released for node in nodes)
+    (_, loss), *others = roots.values()
+    if compute and not released and not others and loss is not None and loss.size == 1:
+        computed: dict[int, float] = {}
+
+        def record(node: Node, grad: np.ndarray) -> None:
+            computed[id(node)] = float(np.linalg.norm(grad))
+
+        observed_backward(loss, record, "draw")
+        return computed, None
+    norms = {id(node): node.grad_norm for node in nodes if node.grad_norm is not None}
+    missing = None
+    if not any(id(node) in norms for node in nodes if not node.is_leaf):
+        missing = (f"the graph was freed by backward(); {_HOW_TO_GET_NORMS}" if released else
+                   "draw computes them only for a single scalar root (the loss); or wrap backward in "
+                   "ts.viz.record_grad_norms()")
+    for node in nodes:
+        tensor = node.tensor() if node.is_leaf and node.tensor is not None else None
+        if tensor is not None and tensor.grad is not None and id(node) not in norms:
+            norms[id(node)] = float(np.linalg.norm(tensor.grad.data))
+    return norms, missing
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,12 +258,12 @@ class _Unit:
         self.members: list[Node] = []
         self.exits: dict[int, Node] = {}  # members whose value leaves the unit (their gradient is its)
 
-    def grad_norm(self) -> float | None:
+    def grad_norm(self, norms: dict[int, float]) -> float | None:
+        """The norm of the gradient of what leaves the unit (all its exits together)."""
         if len(self.members) == 1:
-            node = self.members[0]
-            return _leaf_grad_norm(node) if node.is_leaf else node.grad_norm
-        norms = [node.grad_norm for node in self.exits.values() if node.grad_norm is not None]
-        return math.sqrt(sum(n * n for n in norms)) if norms else None
+            return norms.get(id(self.members[0]))
+        found = [norms[key] for key in self.exits if key in norms]
+        return math.sqrt(sum(n * n for n in found)) if found else None
 
 
 class _Picture:
@@ -251,6 +277,7 @@ class _Picture:
         self.names = self._module_paths() | names
         self.param_sources = self._fold_parameter_ops() if level != "op" else {}
         self.kept_steps = self._kept_steps(max_steps) if level != "layer" else {}
+        self.norms: dict[int, float] = {}  # gradient norms by node id, filled by draw
         self.units: dict[Any, _Unit] = {}
         self.unit_of: dict[int, _Unit] = {}
         for node in self.nodes:
@@ -466,7 +493,7 @@ class _Picture:
                    show_values: bool) -> None:
         attrs = dict(_KIND_STYLES[unit.kind])
         attrs["style"] = "filled,dashed" if unit.kind == "elided" else "filled,rounded"
-        norm = unit.grad_norm() if scale is not None else None
+        norm = unit.grad_norm(self.norms) if scale is not None else None
         lines = self._unit_lines(unit, show_shapes)
         if scale is not None:
             fill, dark = scale.colour(norm)
@@ -491,8 +518,8 @@ class _Picture:
         data = _array_text(tensor.data) if tensor is not None else "—"
         if tensor is not None and tensor.grad is not None:
             grad = _array_text(tensor.grad.data)
-        elif node.grad_norm is not None:
-            grad = f"‖g‖ {node.grad_norm:.4g}"
+        elif id(node) in self.norms:
+            grad = f"‖g‖ {self.norms[id(node)]:.4g}"
         else:
             grad = "—"
         return data, grad
@@ -526,6 +553,7 @@ class _Picture:
     def _emit_edge(self, dot: graphviz.Digraph, source: _Unit, target: _Unit, via: Node, count: int,
                    show_shapes: bool, scale: _GradScale | None) -> None:
         attrs: dict[str, str] = {}
+        norm = self.norms.get(id(via)) if scale is not None else None
         if count > 1:  # tensors between elided steps and one unit
             attrs["label"] = f"{count} tensors"
         elif self.level != "op" and not via.is_leaf:
@@ -533,12 +561,12 @@ class _Picture:
             texts = [role] if role else [_html(via.name)] if via.name else []
             if show_shapes:
                 texts.append(_html(_shape_text(via)))
-            if scale is not None and via.grad_norm is not None:
-                texts.append(f"‖g‖ {via.grad_norm:.2g}")
+            if norm is not None:
+                texts.append(f"‖g‖ {norm:.2g}")
             if texts:
                 attrs["label"] = _label(*texts)
-        if scale is not None and via.grad_norm is not None:
-            attrs["tooltip"] = f"grad norm {via.grad_norm:.4g}"
+        if norm is not None:
+            attrs["tooltip"] = f"grad norm {norm:.4g}"
         if (source.group is not None and source.group == target.group and source.time is not None
                 and target.time is not None and source.time > target.time):
             attrs["constraint"] = "false"  # a reverse recurrence points back in time; anchors order steps
@@ -603,11 +631,11 @@ def _values_table(lines: list[str], data: str, grad: str) -> str:
 class _GradScale:
     """log10 gradient norm -> one of ``_GRAD_COLOURS``, over the range of the drawn norms."""
 
-    def __init__(self, units: Iterable[_Unit], ops_recorded: bool) -> None:
-        logs = [math.log10(n) for n in (u.grad_norm() for u in units) if n]
+    def __init__(self, units: Iterable[_Unit], norms: dict[int, float], missing: str | None) -> None:
+        logs = [math.log10(n) for n in (u.grad_norm(norms) for u in units) if n]
         self.low = math.floor(min(logs)) if logs else 0
         self.high = max(math.ceil(max(logs)) if logs else 1, self.low + 1)
-        self.ops_recorded = ops_recorded  # False: only leaves (from .grad) have norms
+        self.missing = missing  # why the ops have no norms (only leaves, from .grad), or None
 
     def colour(self, norm: float | None) -> tuple[str, bool]:
         """(fill colour, needs white text)."""
@@ -621,8 +649,8 @@ class _GradScale:
 
     def legend_label(self) -> str:
         cells = "".join(f'<TD BGCOLOR="{colour}" WIDTH="14"> </TD>' for colour in _GRAD_COLOURS)
-        note = "" if self.ops_recorded else (
-            '<TR><TD COLSPAN="11">ops: no norms recorded; use ts.viz.record_grad_norms()</TD></TR>')
+        note = "" if self.missing is None else (
+            f'<TR><TD COLSPAN="11">ops: no norms: {_html(self.missing)}</TD></TR>')
         return (f'<<TABLE BORDER="0" CELLSPACING="0" CELLPADDING="2">'
                 f'<TR><TD COLSPAN="11">fill: gradient norm ‖g‖ (log scale)</TD></TR>'
                 f'<TR><TD>1e{self.low}</TD>{cells}<TD>1e{self.high}</TD></TR>'
@@ -645,9 +673,10 @@ def draw(*roots: Any, level: str = "op", show_shapes: bool = True, show_grads: b
     roots: tensors, or what layers return (``(out, (h_n, c_n))``, lists, dicts).
     level: ``"op"`` (every op, a cluster per time step), ``"cell"`` (a box per time step) or
         ``"layer"`` (a box per layer and direction); see the module docstring.
-    show_grads: colour nodes by gradient norm (log scale). None: when norms were recorded with
-        ``record_grad_norms()``. True without recorded norms colours the leaves from ``.grad``
-        and raises if there is nothing to show at all.
+    show_grads: colour nodes by gradient norm (log scale). True: computed by one extra,
+        side-effect-free backward when there is one scalar root whose graph is alive; otherwise
+        the norms ``record_grad_norms()`` stored, and the leaves' ``.grad`` (the legend says how
+        to get the rest); raises if there is nothing to show at all. None: when norms were recorded.
     show_values: micrograd-style ``data | grad`` records; None: for tiny op-level graphs. Data shows
         where the tensor is still reachable (leaves, roots, tensors with ``retain_grad()``), grad
         from ``.grad`` or, failing that, the recorded norm.
@@ -671,17 +700,15 @@ def draw(*roots: Any, level: str = "op", show_shapes: bool = True, show_grads: b
             "graphviz would take minutes and the result would be unreadable. Use level='cell' or "
             "level='layer', elide the middle of long sequences with max_steps=10, or pass "
             "max_nodes=None to draw it anyway.")
-    ops_recorded = any(node.grad_norm is not None for node in picture.nodes if not node.is_leaf)
     if show_grads is None:
-        show_grads = ops_recorded
-    if show_grads and not any(unit.grad_norm() is not None for unit in picture.units.values()):
-        raise ValueError("draw(show_grads=True): no gradients to show. Parameters show the norm of "
-                         "their .grad after backward(); to colour every op as well, record the norms "
-                         "during backward: `with ts.viz.record_grad_norms(): loss.backward()`.")
+        show_grads = any(node.grad_norm is not None for node in picture.nodes if not node.is_leaf)
+    picture.norms, missing = _grad_norms(picture.roots, picture.nodes, bool(show_grads))
+    if show_grads and not any(unit.grad_norm(picture.norms) is not None for unit in picture.units.values()):
+        raise ValueError(f"draw(show_grads=True): no gradients to show: {missing}.")
     if show_values is None:
         show_values = level == "op" and len(picture.nodes) <= 30 and all(
             math.prod(node.shape) <= 4 for node in picture.nodes)
-    scale = _GradScale(picture.units.values(), ops_recorded) if show_grads else None
+    scale = _GradScale(picture.units.values(), picture.norms, missing) if show_grads else None
     return picture.render(show_shapes, scale, bool(show_values), rankdir, legend)
 
 
