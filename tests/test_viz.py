@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import time
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -194,6 +195,51 @@ def test_cell_level_edges_name_each_steps_inputs_and_outputs():
     loop = ts.viz.draw(state, level="cell", show_shapes=False).source
     assert f"label=<{ts.viz._html(HOSTILE)}<SUB>0</SUB>>" in loop and "label=<c<SUB>0</SUB>>" in loop
     assert "label=<x<SUB>0</SUB>>" in loop and "label=<x<SUB>1</SUB>>" in loop
+
+
+def test_x_t_edges_show_the_shape_of_one_step_not_of_the_whole_projection():
+    _, out, h, c, loss = lstm_loss(steps=5)  # batch 2, 4 gates * hidden 3: x_proj is (5 * 2, 12)
+    dot = ts.viz.draw(loss, level="cell")
+    x_edges = [attrs for _, _, attrs in edges(dot) if "x<SUB>" in attrs]
+    assert len(x_edges) == 5 and all("(2, 12)" in attrs and "(10, 12)" not in attrs for attrs in x_edges)
+
+
+def test_a_hand_written_loop_without_step_scopes_warns_how_to_get_step_boxes():
+    cell = ts.nn.LSTMCell(2, 3)
+    xs = ts.randn(3, 2, 2)
+    state = None
+    for t in range(3):
+        state = cell(xs[t], state)
+    for level in ("cell", "layer"):
+        with pytest.warns(UserWarning, match=r"with ts.scope\(step=t\):.*RNN / LSTM / GRU layer") as caught:
+            ts.viz.draw(state, level=level)
+        assert len(caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ts.viz.draw(state)  # the op level needs no steps
+        ts.viz.draw(lstm_loss(steps=2)[-1], level="cell")
+
+
+def test_x_t_slices_in_a_hand_written_loop_are_the_input_of_their_cell_step():
+    cell = ts.nn.LSTMCell(2, 3)
+    xs = ts.randn(3, 2, 2, requires_grad=True).named("xs")
+    state = None
+    for t in range(3):
+        with ts.scope(step=t):  # xs[t] is made at step t, but in no module
+            state = cell(xs[t], state)
+    dot = ts.viz.draw(state, level="cell")
+    assert "<B>steps</B>" not in dot.source  # no row of step boxes of their own
+    labels = node_labels(dot)
+    boxes = {node: step_of(label) for node, label in labels.items() if node.startswith("s")}
+    assert len(boxes) == 3
+    (source,) = ids_labelled(dot, "xs")
+    into = {target: attrs for s, target, attrs in edges(dot) if s == source}
+    assert set(into) == set(boxes)
+    for box, t in boxes.items():
+        assert f"label=<x<SUB>{t}</SUB><BR/>(2, 2)>" in into[box]
+    layers = [label for node, label in node_labels(ts.viz.draw(state, level="layer")).items()
+              if node.startswith("l")]
+    assert len(layers) == 1 and "<B>LSTMCell</B>" in layers[0]
 
 
 def test_many_steps_share_one_edge_per_parameter_into_the_box_of_steps():

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -276,6 +277,7 @@ class _Picture:
         self.nodes = _reachable([node for node, _ in roots.values()])
         self.names = self._module_paths() | names
         self.param_sources = self._fold_parameter_ops() if level != "op" else {}
+        self.adopted = self._adopted_inputs() if level != "op" else {}
         self.kept_steps = self._kept_steps(max_steps) if level != "layer" else {}
         self.norms: dict[int, float] = {}  # gradient norms by node id, filled by draw
         self.units: dict[Any, _Unit] = {}
@@ -324,6 +326,27 @@ class _Picture:
                     sources[id(node)] = list(found.values())
         return sources
 
+    def _adopted_inputs(self) -> dict[int, tuple[tuple, int]]:
+        """Ops made at step t outside any module whose every use is in one recurrence's step t
+        (``x[t]`` in a hand-written loop), mapped to that (group, step): cell and layer pictures
+        draw them inside it, so the tensor they slice enters the step as x_t."""
+        users: dict[int, list[Node]] = {}
+        for node in self.nodes:
+            for parent in node.parents:
+                if parent is not None:
+                    users.setdefault(id(parent), []).append(node)
+        adopted: dict[int, tuple[tuple, int]] = {}
+        for node in reversed(self.nodes):  # every user before the node it uses
+            step = _step_of(node)
+            if node.is_leaf or id(node) in self.roots or _group_of(node) != (None, None, None):
+                continue
+            places = {adopted.get(id(user), (_group_of(user), _step_of(user))) for user in users[id(node)]}
+            if len(places) == 1:
+                group, user_step = places.pop()
+                if group not in (None, (None, None, None)) and user_step == step:
+                    adopted[id(node)] = (group, step)
+        return adopted
+
     def _kept_steps(self, max_steps: int | None) -> dict[tuple, tuple[set, list]]:
         """Per group whose steps exceed ``max_steps``: (steps kept, steps elided)."""
         if max_steps is None:
@@ -343,7 +366,7 @@ class _Picture:
         return kept
 
     def _assign(self, node: Node) -> None:
-        group, step = _group_of(node), _step_of(node)
+        group, step = self.adopted.get(id(node), (_group_of(node), _step_of(node)))
         if node.is_leaf:
             key, kind, group, step = id(node), self._leaf_kind(node), None, None
         else:
@@ -373,8 +396,9 @@ class _Picture:
 
     # -- edges ----------------------------------------------------------------------------------
     def _edges(self) -> dict[tuple, list]:
-        """[source unit, target unit, source node, count] per drawn edge: one per distinct tensor
-        entering a unit (h and c are two edges), but one per pair of units where steps are elided."""
+        """[source unit, target unit, source node, count, user] per drawn edge: one per distinct
+        tensor entering a unit (h and c are two edges), but one per pair of units where steps are
+        elided; ``user`` is the one op of the target using the tensor, or None if several do."""
         edges: dict[tuple, list] = {}
         for node in self.nodes:
             target = self.unit_of.get(id(node))
@@ -391,9 +415,11 @@ class _Picture:
                     key = (source.id, target.id) if elided else (source.id, target.id, id(via))
                     edge = edges.get(key)
                     if edge is None:
-                        edges[key] = [source, target, via, 1]
+                        edges[key] = [source, target, via, 1, node]
                     elif edge[2] is not via:
                         edge[3] += 1
+                    elif edge[4] is not node:
+                        edge[4] = None
                     source.exits[id(via)] = via
         return edges
 
@@ -416,7 +442,7 @@ class _Picture:
                 else:
                     timed.setdefault(unit.time, []).append(unit)
         group_clusters = {group: f"cluster_g{number}" for number, group in enumerate(groups)}
-        within = [(source.id, target.id) for source, target, _, _ in self.edges.values()
+        within = [(source.id, target.id) for source, target, *_ in self.edges.values()
                   if source.time is not None and (source.group, source.time) == (target.group, target.time)]
         fed, feeding = {target for _, target in within}, {source for source, _ in within}
         for unit in loose:
@@ -529,7 +555,7 @@ class _Picture:
         """Every edge, except that a unit feeding (or collecting from) ``BUNDLE_FROM`` or more steps
         of one group gets one edge to that group's box of steps."""
         times: dict[tuple, set] = {}
-        for source, target, _, _ in self.edges.values():
+        for source, target, *_ in self.edges.values():
             key = _fan_key(source, target)
             if key is not None:
                 times.setdefault(key, set()).add(target.time if key[0] == "into" else source.time)
@@ -541,7 +567,8 @@ class _Picture:
             else:
                 self._emit_edge(dot, *edge, show_shapes, scale)
         for key, edges in bundles.items():
-            roles = dict.fromkeys(_role(via, source, target, "t") for source, target, via, _ in edges)
+            roles = dict.fromkeys(_role(via, user, source, target, "t")
+                                  for source, target, via, _, user in edges)
             label = _label(*[role for role in roles if role], "every step")
             if key[0] == "into":
                 head = min((edge[1] for edge in edges), key=lambda unit: unit.time)
@@ -551,16 +578,16 @@ class _Picture:
                 dot.edge(tail.id, edges[0][1].id, label=label, ltail=f"{group_clusters[tail.group]}_steps")
 
     def _emit_edge(self, dot: graphviz.Digraph, source: _Unit, target: _Unit, via: Node, count: int,
-                   show_shapes: bool, scale: _GradScale | None) -> None:
+                   user: Node | None, show_shapes: bool, scale: _GradScale | None) -> None:
         attrs: dict[str, str] = {}
         norm = self.norms.get(id(via)) if scale is not None else None
+        role = _role(via, user, source, target) if self.level != "op" else None
         if count > 1:  # tensors between elided steps and one unit
             attrs["label"] = f"{count} tensors"
-        elif self.level != "op" and not via.is_leaf:
-            role = _role(via, source, target)
+        elif role or (self.level != "op" and not via.is_leaf):
             texts = [role] if role else [_html(via.name)] if via.name else []
-            if show_shapes:
-                texts.append(_html(_shape_text(via)))
+            if show_shapes:  # a step reading one slice of the tensor gets that slice's shape
+                texts.append(_html(_shape_text(user if _slices(user, via) else via)))
             if norm is not None:
                 texts.append(f"‖g‖ {norm:.2g}")
             if texts:
@@ -585,18 +612,25 @@ class _Picture:
                 legend.node("legend_grads", scale.legend_label(), shape="plain", style="")
 
 
-def _role(via: Node, source: _Unit, target: _Unit, step: str | None = None) -> str | None:
+def _role(via: Node, user: Node | None, source: _Unit, target: _Unit, step: str | None = None) -> str | None:
     """What a tensor is to the cell steps it joins: a step's output by the name its layer gave
-    it (h_t, c_t), or x_t: the input its recurrence prepared before the loop, or one made at
-    the same step outside the cell (``x[t]`` in the user's loop); ``step`` replaces the step
-    number (``"t"`` for an edge standing for every step)."""
+    it (h_t, c_t), or x_t: the input its recurrence prepared before the loop, a tensor the step
+    slices (``x[t]`` in the user's loop), or one made at the same step outside the cell; ``user``:
+    the op of the target using it; ``step`` replaces the step number (``"t"`` for an edge
+    standing for every step)."""
     if source.kind == "step" and via.name:
         return f"{_html(via.name)}<SUB>{source.step if step is None else step}</SUB>"
     prepared = source.group == target.group and source.time is None
+    sliced = source.time is None and _slices(user, via)
     same_step = source.group != target.group and source.step == target.step
-    if target.kind == "step" and (prepared or same_step):
+    if target.kind == "step" and (prepared or sliced or same_step):
         return f"x<SUB>{target.step if step is None else step}</SUB>"
     return None
+
+
+def _slices(user: Node | None, via: Node) -> bool:
+    """Whether ``user`` is an indexing op reading part of ``via`` (a step's x_t out of all steps)."""
+    return user is not None and user.op == "getitem" and user.parents[0] is via
 
 
 def _fan_key(source: _Unit, target: _Unit) -> tuple | None:
@@ -694,6 +728,10 @@ def draw(*roots: Any, level: str = "op", show_shapes: bool = True, show_grads: b
     if rankdir not in ("LR", "RL", "TB", "BT"):
         raise ValueError(f"draw: rankdir must be 'LR', 'RL', 'TB' or 'BT', got {rankdir!r}")
     picture = _Picture(_root_nodes(roots), level, max_steps, _parameter_names(params))
+    if level != "op" and not any(_step_of(node) is not None for node in picture.nodes):
+        warnings.warn(f"draw(level={level!r}): no op in the graph has a time step, so there are no steps "
+                      "to box and every op is drawn. Wrap each step of a hand-written loop in "
+                      "`with ts.scope(step=t):`, or use an RNN / LSTM / GRU layer.", stacklevel=2)
     if max_nodes is not None and len(picture.units) > max_nodes:
         raise ValueError(
             f"draw: the {level}-level picture has {len(picture.units)} nodes (limit max_nodes={max_nodes}); "
