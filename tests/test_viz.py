@@ -374,13 +374,23 @@ def test_elision_keeps_the_first_and_last_steps():
         ts.viz.draw(loss, max_steps=1)
 
 
-def test_node_count_guard_suggests_cell_level_or_max_steps():
+def test_node_count_guard_suggests_what_would_still_shrink_the_picture():
     _, out, h, c, loss = lstm_loss(steps=150)
     with pytest.raises(ValueError, match=r"level='cell'.*max_steps") as err:
         ts.viz.draw(loss)
     assert "max_nodes=None" in str(err.value)
     assert len(step_clusters(ts.viz.draw(loss, max_nodes=None, legend=False))) == 150
     assert len(step_clusters(ts.viz.draw(loss, max_steps=10))) == 10
+    with pytest.raises(ValueError, match="Use level='layer', elide the middle") as err:
+        ts.viz.draw(loss, level="cell", max_nodes=50)
+    assert "level='cell'" not in str(err.value)
+    with pytest.raises(ValueError, match=r"smaller max_steps \(now 40; try max_steps=20\)") as err:
+        ts.viz.draw(loss, level="cell", max_steps=40, max_nodes=20)
+    assert "max_steps=10" not in str(err.value)
+    with pytest.raises(ValueError, match=r"Use level='layer', or pass max_nodes=None"):
+        ts.viz.draw(loss, level="cell", max_steps=2, max_nodes=5)  # no fewer steps to keep
+    with pytest.raises(ValueError, match=r"unreadable\. Pass max_nodes=None to draw it anyway\.$"):
+        ts.viz.draw(loss, level="layer", max_nodes=3)  # a layer box has no steps to elide
 
 
 def test_hostile_names_are_escaped():

@@ -698,6 +698,20 @@ class _GradScale:
 # Public API
 
 
+def _smaller_picture_advice(level: str, max_steps: int | None) -> str:
+    """What the node-count guard suggests: only what would still shrink this picture."""
+    hints = {"op": ["use level='cell' or level='layer'"], "cell": ["use level='layer'"], "layer": []}[level]
+    if level != "layer":  # a layer box already holds all its steps: nothing to elide
+        if max_steps is None:
+            hints.append("elide the middle of long sequences with max_steps=10")
+        elif max_steps > 2:
+            hints.append(f"keep fewer steps with a smaller max_steps (now {max_steps}; "
+                         f"try max_steps={max_steps // 2})")
+    *others, last = [*hints, "pass max_nodes=None to draw it anyway"]
+    advice = f"{', '.join(others)}, or {last}" if others else last
+    return advice[0].upper() + advice[1:]
+
+
 def draw(*roots: Any, level: str = "op", show_shapes: bool = True, show_grads: bool | None = None,
          show_values: bool | None = None, max_steps: int | None = None, rankdir: str = "LR",
          params: Iterable[tuple[str, Tensor]] | Mapping[str, Tensor] | None = None,
@@ -735,9 +749,8 @@ def draw(*roots: Any, level: str = "op", show_shapes: bool = True, show_grads: b
     if max_nodes is not None and len(picture.units) > max_nodes:
         raise ValueError(
             f"draw: the {level}-level picture has {len(picture.units)} nodes (limit max_nodes={max_nodes}); "
-            "graphviz would take minutes and the result would be unreadable. Use level='cell' or "
-            "level='layer', elide the middle of long sequences with max_steps=10, or pass "
-            "max_nodes=None to draw it anyway.")
+            "graphviz would take minutes and the result would be unreadable. "
+            f"{_smaller_picture_advice(level, max_steps)}.")
     if show_grads is None:
         show_grads = any(node.grad_norm is not None for node in picture.nodes if not node.is_leaf)
     picture.norms, missing = _grad_norms(picture.roots, picture.nodes, bool(show_grads))
