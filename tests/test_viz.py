@@ -572,8 +572,53 @@ def test_save_dot_source_and_missing_dot(tmp_path: Path, monkeypatch: pytest.Mon
         ts.viz.save(dot, tmp_path / "picture.svg")
     fallback = tmp_path / "picture.dot"
     assert str(fallback) in str(err.value)
-    assert fallback.read_text(encoding="utf-8") == dot.source
+    assert fallback.read_text(encoding="utf-8").endswith(dot.source)
     assert not (tmp_path / "picture.svg").exists()
+    assert dot._repr_mimebundle_() == {"text/plain": (  # a notebook shows how to install dot
+        "Showing this picture needs the Graphviz 'dot' program, which is not on PATH. Install Graphviz "
+        "with `apt-get install graphviz` (Debian/Ubuntu), `brew install graphviz` (macOS) or from "
+        "https://graphviz.org/download/. Without it, ts.viz.save(picture, 'picture.dot') writes the "
+        "DOT source.")}
+
+
+def test_the_fallback_never_overwrites_a_dot_file_it_did_not_write(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch):
+    _, out, h, c, loss = lstm_loss(steps=2)
+    dot = ts.viz.draw(loss)
+    mine = tmp_path / "picture.dot"
+    mine.write_text("digraph { my -> notes }", encoding="utf-8")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    for _ in range(2):  # the second save overwrites its own earlier fallback, and nothing else
+        with pytest.raises(ts.viz.GraphvizNotFoundError, match=re.escape(str(tmp_path / "picture.1.dot"))):
+            ts.viz.save(dot, tmp_path / "picture.svg")
+    assert mine.read_text(encoding="utf-8") == "digraph { my -> notes }"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["picture.1.dot", "picture.dot"]
+    fallback = (tmp_path / "picture.1.dot").read_text(encoding="utf-8")
+    assert fallback.startswith("// DOT source written by ts.viz.save: picture.svg could not be rendered\n")
+    mine.write_text(dot.source, encoding="utf-8")  # the same picture, saved by the user: reused
+    with pytest.raises(ts.viz.GraphvizNotFoundError, match=re.escape(f"{str(mine)!r}")):
+        ts.viz.save(dot, tmp_path / "picture.svg")
+    monkeypatch.undo()
+    if HAS_DOT:  # the marker line is a DOT comment: the fallback renders as it is
+        result = subprocess.run(["dot", "-Tcanon"], input=fallback, capture_output=True, text=True,
+                                check=False)
+        assert result.returncode == 0 and not result.stderr, result.stderr
+
+
+def test_save_checks_the_folder_before_drawing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    _, out, h, c, loss = lstm_loss(steps=2)
+
+    def no_drawing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("save drew before checking the folder")
+
+    monkeypatch.setattr(ts.viz, "draw", no_drawing)
+    missing = tmp_path / "no such folder"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{str(missing)!r} does not exist")):
+        ts.viz.save(loss, missing / "picture.svg")
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("", encoding="utf-8")
+    with pytest.raises(NotADirectoryError, match=re.escape(f"{str(a_file)!r} is not a folder")):
+        ts.viz.save(loss, a_file / "picture.dot")
 
 
 def test_save_writes_the_dot_source_when_dot_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -594,7 +639,7 @@ def test_save_writes_the_dot_source_when_dot_fails(tmp_path: Path, monkeypatch: 
     assert not isinstance(err.value, ts.viz.GraphvizNotFoundError)
     fallback = tmp_path / "picture.dot"
     assert str(fallback) in str(err.value)
-    assert fallback.read_text(encoding="utf-8") == dot.source
+    assert fallback.read_text(encoding="utf-8").endswith(dot.source)
     assert not (tmp_path / "picture.png").exists()
 
 

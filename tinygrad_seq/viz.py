@@ -102,6 +102,26 @@ class GraphvizNotFoundError(RenderError):
     """Rendering needs the Graphviz ``dot`` program, which is not installed."""
 
 
+_INSTALL_DOT = ("Install Graphviz with `apt-get install graphviz` (Debian/Ubuntu), `brew install graphviz` "
+                "(macOS) or from https://graphviz.org/download/.")
+_FALLBACK_MARK = "// DOT source written by ts.viz.save"
+"""First line of the source ``save`` writes when it cannot render: such a file may be overwritten."""
+
+
+class _Digraph(graphviz.Digraph):
+    """What ``draw`` returns: a ``graphviz.Digraph`` whose notebook display, without ``dot``, says
+    how to install it instead of showing graphviz's generic error."""
+
+    def _repr_mimebundle_(self, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
+                          **kwargs: Any) -> dict[str, bytes | str]:
+        try:
+            return super()._repr_mimebundle_(include, exclude, **kwargs)
+        except graphviz.ExecutableNotFound:
+            return {"text/plain": "Showing this picture needs the Graphviz 'dot' program, which is not on "
+                                  f"PATH. {_INSTALL_DOT} Without it, ts.viz.save(picture, 'picture.dot') "
+                                  "writes the DOT source."}
+
+
 # ---------------------------------------------------------------------------------------------
 # Gradient norms
 
@@ -426,7 +446,7 @@ class _Picture:
     # -- output ---------------------------------------------------------------------------------
     def render(self, show_shapes: bool, scale: _GradScale | None, show_values: bool, rankdir: str,
                legend: bool) -> graphviz.Digraph:
-        dot = graphviz.Digraph(graph_attr={"rankdir": rankdir, "fontname": "Helvetica", "newrank": "true",
+        dot = _Digraph(graph_attr={"rankdir": rankdir, "fontname": "Helvetica", "newrank": "true",
                                            "compound": "true"},
                                node_attr={"fontname": "Helvetica", "fontsize": "10", "style": "filled"},
                                edge_attr={"fontname": "Helvetica", "fontsize": "8", "color": "#555555"})
@@ -768,14 +788,20 @@ def save(graph_or_roots: Any, path: str | Path, **draw_options: Any) -> Path:
 
     ``graph_or_roots`` is a Digraph from ``draw`` or roots to draw (with ``draw_options``).
     If ``dot`` cannot render (it is not installed: ``GraphvizNotFoundError``, or it fails), the DOT
-    source is first written next to ``path`` (suffix .dot), then one ``RenderError`` says where it
-    is and what went wrong.
+    source is first written next to ``path`` (``<stem>.dot``; if a file of that name exists that
+    save did not write as such a fallback, ``<stem>.1.dot``, ``<stem>.2.dot``, ...), then one
+    ``RenderError`` says where it is and what went wrong.
     """
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in SAVE_FORMATS:
         raise ValueError(f"save: cannot infer the format from {str(path)!r}; use a suffix from "
                          f"{', '.join('.' + f for f in SAVE_FORMATS)}")
+    if not path.parent.is_dir():  # before drawing and rendering, which can take a while
+        missing = not path.parent.exists()
+        raise (FileNotFoundError if missing else NotADirectoryError)(
+            f"save({str(path)!r}): {str(path.parent)!r} "
+            f"{'does not exist' if missing else 'is not a folder'}; create the folder first")
     if isinstance(graph_or_roots, graphviz.Digraph):
         if draw_options:
             raise TypeError(f"save: draw options {sorted(draw_options)} only apply when passing roots, "
@@ -791,15 +817,15 @@ def save(graph_or_roots: Any, path: str | Path, **draw_options: Any) -> Path:
             raise graphviz.ExecutableNotFound(("dot",))
         rendered = graph.pipe(format=fmt)
     except (graphviz.ExecutableNotFound, graphviz.CalledProcessError, BrokenPipeError) as err:
-        source_path = path.with_suffix(".dot")
-        source_path.write_text(graph.source, encoding="utf-8")
+        source_path = _fallback_path(path, graph.source)
+        source_path.write_text(f"{_FALLBACK_MARK}: {_plain(path.name)} could not be rendered\n{graph.source}",
+                               encoding="utf-8")
         saved = (f"The DOT source was written to {str(source_path)!r} instead (render it later with "
                  f"`dot -T{fmt} {source_path} -o {path}`).")
         if isinstance(err, graphviz.ExecutableNotFound):
             raise GraphvizNotFoundError(
                 f"save({str(path)!r}): rendering .{fmt} needs the Graphviz 'dot' program, which is not "
-                f"on PATH. {saved} Install Graphviz with `apt-get install graphviz` (Debian/Ubuntu), "
-                "`brew install graphviz` (macOS) or from https://graphviz.org/download/.") from None
+                f"on PATH. {saved} {_INSTALL_DOT}") from None
         if isinstance(err, BrokenPipeError):
             reason = "it exited before reading the whole source"
         else:  # pipe() passes bytes
@@ -809,3 +835,22 @@ def save(graph_or_roots: Any, path: str | Path, **draw_options: Any) -> Path:
                           f"({reason}). {saved}") from None
     path.write_bytes(rendered)
     return path
+
+
+def _fallback_path(path: Path, source: str) -> Path:
+    """Where ``save`` writes the DOT source of a picture it cannot render: ``<stem>.dot``, or the
+    first of ``<stem>.1.dot``, ``<stem>.2.dot``, ... that is free, an earlier fallback, or holds this
+    very source; the user's own files are never overwritten."""
+    candidate, number = path.with_suffix(".dot"), 0
+    while candidate.exists() and not _overwritable(candidate, source):
+        number += 1
+        candidate = path.with_suffix(f".{number}.dot")
+    return candidate
+
+
+def _overwritable(candidate: Path, source: str) -> bool:
+    """Whether a fallback may replace this existing file: an earlier fallback, or this very source."""
+    if not candidate.is_file():
+        return False
+    text = candidate.read_text(encoding="utf-8", errors="replace")
+    return text.startswith(_FALLBACK_MARK) or text == source
