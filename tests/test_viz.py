@@ -202,6 +202,13 @@ def test_x_t_edges_show_the_shape_of_one_step_not_of_the_whole_projection():
     dot = ts.viz.draw(loss, level="cell")
     x_edges = [attrs for _, _, attrs in edges(dot) if "x<SUB>" in attrs]
     assert len(x_edges) == 5 and all("(2, 12)" in attrs and "(10, 12)" not in attrs for attrs in x_edges)
+    graded = ts.viz.draw(loss, level="cell", show_grads=True)
+    x_norms = [float(re.search(r'tooltip="grad norm ([\d.e+-]+)"', attrs).group(1))
+               for _, _, attrs in edges(graded) if "x<SUB>" in attrs]
+    (projection,) = [lab for lab in node_labels(graded).values() if "<B>add</B><BR/>(10, 12)" in lab]
+    whole = float(re.search(r"‖g‖ ([\d.e+-]+)", projection).group(1))
+    assert len(set(x_norms)) == 5  # each step's slice, not the whole projection's norm five times
+    assert np.sqrt(np.sum(np.square(x_norms))) == pytest.approx(whole, rel=1e-2)
 
 
 def test_a_hand_written_loop_without_step_scopes_warns_how_to_get_step_boxes():
@@ -485,7 +492,7 @@ def test_show_grads_after_a_plain_backward_says_how_to_get_the_op_norms():
     dot = ts.viz.draw(loss, show_grads=True, show_values=False)
     assert f"‖g‖ {np.linalg.norm(w.grad.data):.3g}" in grad_label(dot, "w")  # leaves: from .grad
     assert "not recorded" in grad_label(dot, "square")
-    assert ("ops: no norms: the graph was freed by backward(); draw before backward (or after "
+    assert ("ops: no norms: the graph was freed by backward()<BR/>draw before backward (or after "
             "backward(retain_graph=True)), or wrap backward in ts.viz.record_grad_norms()") in dot.source
     x = ts.randn(2, requires_grad=True)
     fresh = (x * 2).sum()

@@ -8,7 +8,9 @@ layer, direction, time step, gate; see ``tinygrad_seq.provenance``). Three level
   one cluster per module / layer / direction;
 - ``"cell"``: one box per time step of each recurrent layer and direction, with the edges that
   enter it (x_t, the previous step's state h_{t-1}, c_{t-1}) and leave it (h_t, c_t), labelled
-  from provenance and the names layers give their states;
+  from provenance and the names layers give their states. A hand-written cell loop needs each
+  step in ``ts.scope(step=t)`` (draw warns otherwise); ops made there outside the cell that only
+  feed its step t (``x[t]``) are drawn inside that step;
 - ``"layer"``: one box per layer and direction.
 
 Only tensors that require grad are in the graph: inputs without ``requires_grad`` and ops on
@@ -600,14 +602,16 @@ class _Picture:
     def _emit_edge(self, dot: graphviz.Digraph, source: _Unit, target: _Unit, via: Node, count: int,
                    user: Node | None, show_shapes: bool, scale: _GradScale | None) -> None:
         attrs: dict[str, str] = {}
-        norm = self.norms.get(id(via)) if scale is not None else None
+        # a step reading one slice of the tensor: the shape and gradient norm of that slice
+        shown = user if target.kind == "step" and _slices(user, via) else via
+        norm = self.norms.get(id(shown)) if scale is not None else None
         role = _role(via, user, source, target) if self.level != "op" else None
         if count > 1:  # tensors between elided steps and one unit
             attrs["label"] = f"{count} tensors"
         elif role or (self.level != "op" and not via.is_leaf):
             texts = [role] if role else [_html(via.name)] if via.name else []
-            if show_shapes:  # a step reading one slice of the tensor gets that slice's shape
-                texts.append(_html(_shape_text(user if _slices(user, via) else via)))
+            if show_shapes:
+                texts.append(_html(_shape_text(shown)))
             if norm is not None:
                 texts.append(f"‖g‖ {norm:.2g}")
             if texts:
@@ -630,6 +634,9 @@ class _Picture:
                 legend.node(f"legend_{kind}", _label(_html(_KIND_DESCRIPTIONS[kind])), **attrs)
             if scale is not None:
                 legend.node("legend_grads", scale.legend_label(), shape="plain", style="")
+                if scale.missing:  # its own node: a long line in the table would stretch the scale
+                    lines = [_html(part) for part in f"ops: no norms: {scale.missing}".split("; ")]
+                    legend.node("legend_no_norms", _label(*lines), shape="plain", style="")
 
 
 def _role(via: Node, user: Node | None, source: _Unit, target: _Unit, step: str | None = None) -> str | None:
@@ -703,15 +710,13 @@ class _GradScale:
 
     def legend_label(self) -> str:
         cells = "".join(f'<TD BGCOLOR="{colour}" WIDTH="14"> </TD>' for colour in _GRAD_COLOURS)
-        note = "" if self.missing is None else (
-            f'<TR><TD COLSPAN="11">ops: no norms: {_html(self.missing)}</TD></TR>')
         return (f'<<TABLE BORDER="0" CELLSPACING="0" CELLPADDING="2">'
                 f'<TR><TD COLSPAN="11">fill: gradient norm ‖g‖ (log scale)</TD></TR>'
                 f'<TR><TD>1e{self.low}</TD>{cells}<TD>1e{self.high}</TD></TR>'
                 f'<TR><TD BGCOLOR="{_ZERO_GRAD_COLOUR}">0</TD><TD COLSPAN="10" ALIGN="LEFT">'
                 f'zero gradient</TD></TR>'
                 f'<TR><TD BORDER="1"> </TD><TD COLSPAN="10" ALIGN="LEFT">white: no gradient '
-                f'recorded</TD></TR>{note}</TABLE>>')
+                f'recorded</TD></TR></TABLE>>')
 
 
 # ---------------------------------------------------------------------------------------------
