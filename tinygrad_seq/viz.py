@@ -107,7 +107,8 @@ class GraphvizNotFoundError(RenderError):
 _INSTALL_DOT = ("Install Graphviz with `apt-get install graphviz` (Debian/Ubuntu), `brew install graphviz` "
                 "(macOS) or from https://graphviz.org/download/.")
 _FALLBACK_MARK = "// DOT source written by ts.viz.save"
-"""First line of the source ``save`` writes when it cannot render: such a file may be overwritten."""
+"""Last line of the source ``save`` writes when it cannot render (a DOT comment, so the file still
+starts like any DOT file): such a file may be overwritten."""
 
 
 class _Digraph(graphviz.Digraph):
@@ -823,7 +824,7 @@ def save(graph_or_roots: Any, path: str | Path, **draw_options: Any) -> Path:
         rendered = graph.pipe(format=fmt)
     except (graphviz.ExecutableNotFound, graphviz.CalledProcessError, BrokenPipeError) as err:
         source_path = _fallback_path(path, graph.source)
-        source_path.write_text(f"{_FALLBACK_MARK}: {_plain(path.name)} could not be rendered\n{graph.source}",
+        source_path.write_text(f"{graph.source}{_FALLBACK_MARK}: {_plain(path.name)} could not be rendered\n",
                                encoding="utf-8")
         saved = (f"The DOT source was written to {str(source_path)!r} instead (render it later with "
                  f"`dot -T{fmt} {source_path} -o {path}`).")
@@ -858,4 +859,4 @@ def _overwritable(candidate: Path, source: str) -> bool:
     if not candidate.is_file():
         return False
     text = candidate.read_text(encoding="utf-8", errors="replace")
-    return text.startswith(_FALLBACK_MARK) or text == source
+    return text == source or text.rstrip("\n").rpartition("\n")[2].startswith(_FALLBACK_MARK)
