@@ -144,10 +144,6 @@ def record_grad_norms() -> Iterator[None]:
         yield
 
 
-_HOW_TO_GET_NORMS = ("draw before backward (or after backward(retain_graph=True)), "
-                     "or wrap backward in ts.viz.record_grad_norms()")
-
-
 def _grad_norms(roots: dict[int, tuple[Node, Tensor | None]], nodes: list[Node],
                 compute: bool) -> tuple[dict[int, float], str | None]:
     """(gradient norm by node id, why the ops have none or None). ``compute``: every norm from one
@@ -166,9 +162,10 @@ def _grad_norms(roots: dict[int, tuple[Node, Tensor | None]], nodes: list[Node],
     norms = {id(node): node.grad_norm for node in nodes if node.grad_norm is not None}
     missing = None
     if not any(id(node) in norms for node in nodes if not node.is_leaf):
-        missing = (f"the graph was freed by backward(); {_HOW_TO_GET_NORMS}" if released else
-                   "draw computes them only for a single scalar root (the loss); or wrap backward in "
-                   "ts.viz.record_grad_norms()")
+        cause = ("the graph was freed by backward(); draw before backward (or after "
+                 "backward(retain_graph=True))" if released else
+                 "draw computes them only for a single scalar root (the loss)")
+        missing = f"{cause}, or wrap backward in ts.viz.record_grad_norms()"
     for node in nodes:
         tensor = node.tensor() if node.is_leaf and node.tensor is not None else None
         if tensor is not None and tensor.grad is not None and id(node) not in norms:
@@ -360,9 +357,9 @@ class _Picture:
                     users.setdefault(id(parent), []).append(node)
         adopted: dict[int, tuple[tuple, int]] = {}
         for node in reversed(self.nodes):  # every user before the node it uses
-            step = _step_of(node)
             if node.is_leaf or id(node) in self.roots or _group_of(node) != (None, None, None):
                 continue
+            step = _step_of(node)
             places = {adopted.get(id(user), (_group_of(user), _step_of(user))) for user in users[id(node)]}
             if len(places) == 1:
                 group, user_step = places.pop()
@@ -450,9 +447,9 @@ class _Picture:
     def render(self, show_shapes: bool, scale: _GradScale | None, show_values: bool, rankdir: str,
                legend: bool) -> graphviz.Digraph:
         dot = _Digraph(graph_attr={"rankdir": rankdir, "fontname": "Helvetica", "newrank": "true",
-                                           "compound": "true"},
-                               node_attr={"fontname": "Helvetica", "fontsize": "10", "style": "filled"},
-                               edge_attr={"fontname": "Helvetica", "fontsize": "8", "color": "#555555"})
+                                   "compound": "true"},
+                       node_attr={"fontname": "Helvetica", "fontsize": "10", "style": "filled"},
+                       edge_attr={"fontname": "Helvetica", "fontsize": "8", "color": "#555555"})
         loose: list[_Unit] = []
         groups: dict[tuple, tuple[list[_Unit], dict[float, list[_Unit]]]] = {}
         for unit in self.units.values():
