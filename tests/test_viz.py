@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import time
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -196,6 +197,58 @@ def test_cell_level_edges_name_each_steps_inputs_and_outputs():
     assert "label=<x<SUB>0</SUB>>" in loop and "label=<x<SUB>1</SUB>>" in loop
 
 
+def test_x_t_edges_show_the_shape_of_one_step_not_of_the_whole_projection():
+    _, out, h, c, loss = lstm_loss(steps=5)  # batch 2, 4 gates * hidden 3: x_proj is (5 * 2, 12)
+    dot = ts.viz.draw(loss, level="cell")
+    x_edges = [attrs for _, _, attrs in edges(dot) if "x<SUB>" in attrs]
+    assert len(x_edges) == 5 and all("(2, 12)" in attrs and "(10, 12)" not in attrs for attrs in x_edges)
+    graded = ts.viz.draw(loss, level="cell", show_grads=True)
+    x_norms = [float(re.search(r'tooltip="grad norm ([\d.e+-]+)"', attrs).group(1))
+               for _, _, attrs in edges(graded) if "x<SUB>" in attrs]
+    (projection,) = [lab for lab in node_labels(graded).values() if "<B>add</B><BR/>(10, 12)" in lab]
+    whole = float(re.search(r"‖g‖ ([\d.e+-]+)", projection).group(1))
+    assert len(set(x_norms)) == 5  # each step's slice, not the whole projection's norm five times
+    assert np.sqrt(np.sum(np.square(x_norms))) == pytest.approx(whole, rel=1e-2)
+
+
+def test_a_hand_written_loop_without_step_scopes_warns_how_to_get_step_boxes():
+    cell = ts.nn.LSTMCell(2, 3)
+    xs = ts.randn(3, 2, 2)
+    state = None
+    for t in range(3):
+        state = cell(xs[t], state)
+    for level in ("cell", "layer"):
+        with pytest.warns(UserWarning, match=r"with ts.scope\(step=t\):.*RNN / LSTM / GRU layer") as caught:
+            ts.viz.draw(state, level=level)
+        assert len(caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ts.viz.draw(state)  # the op level needs no steps
+        ts.viz.draw(lstm_loss(steps=2)[-1], level="cell")
+
+
+def test_x_t_slices_in_a_hand_written_loop_are_the_input_of_their_cell_step():
+    cell = ts.nn.LSTMCell(2, 3)
+    xs = ts.randn(3, 2, 2, requires_grad=True).named("xs")
+    state = None
+    for t in range(3):
+        with ts.scope(step=t):  # xs[t] is made at step t, but in no module
+            state = cell(xs[t], state)
+    dot = ts.viz.draw(state, level="cell")
+    assert "<B>steps</B>" not in dot.source  # no row of step boxes of their own
+    labels = node_labels(dot)
+    boxes = {node: step_of(label) for node, label in labels.items() if node.startswith("s")}
+    assert len(boxes) == 3
+    (source,) = ids_labelled(dot, "xs")
+    into = {target: attrs for s, target, attrs in edges(dot) if s == source}
+    assert set(into) == set(boxes)
+    for box, t in boxes.items():
+        assert f"label=<x<SUB>{t}</SUB><BR/>(2, 2)>" in into[box]
+    layers = [label for node, label in node_labels(ts.viz.draw(state, level="layer")).items()
+              if node.startswith("l")]
+    assert len(layers) == 1 and "<B>LSTMCell</B>" in layers[0]
+
+
 def test_many_steps_share_one_edge_per_parameter_into_the_box_of_steps():
     steps = ts.viz.BUNDLE_FROM + 2
     lstm, out, h, c, loss = lstm_loss(steps, bidirectional=True)
@@ -328,13 +381,23 @@ def test_elision_keeps_the_first_and_last_steps():
         ts.viz.draw(loss, max_steps=1)
 
 
-def test_node_count_guard_suggests_cell_level_or_max_steps():
+def test_node_count_guard_suggests_what_would_still_shrink_the_picture():
     _, out, h, c, loss = lstm_loss(steps=150)
     with pytest.raises(ValueError, match=r"level='cell'.*max_steps") as err:
         ts.viz.draw(loss)
     assert "max_nodes=None" in str(err.value)
     assert len(step_clusters(ts.viz.draw(loss, max_nodes=None, legend=False))) == 150
     assert len(step_clusters(ts.viz.draw(loss, max_steps=10))) == 10
+    with pytest.raises(ValueError, match="Use level='layer', elide the middle") as err:
+        ts.viz.draw(loss, level="cell", max_nodes=50)
+    assert "level='cell'" not in str(err.value)
+    with pytest.raises(ValueError, match=r"smaller max_steps \(now 40; try max_steps=20\)") as err:
+        ts.viz.draw(loss, level="cell", max_steps=40, max_nodes=20)
+    assert "max_steps=10" not in str(err.value)
+    with pytest.raises(ValueError, match=r"Use level='layer', or pass max_nodes=None"):
+        ts.viz.draw(loss, level="cell", max_steps=2, max_nodes=5)  # no fewer steps to keep
+    with pytest.raises(ValueError, match=r"unreadable\. Pass max_nodes=None to draw it anyway\.$"):
+        ts.viz.draw(loss, level="layer", max_nodes=3)  # a layer box has no steps to elide
 
 
 def test_hostile_names_are_escaped():
@@ -394,17 +457,52 @@ def test_gradient_colours_follow_the_log_norm():
     assert shades == sorted(shades) and shades[0] < shades[1] < shades[2] < shades[3]
 
 
-def test_show_grads_without_records_uses_leaf_grads_or_explains_how_to_record():
+def grad_label(dot: graphviz.Digraph, name: str) -> str:
+    (label,) = [lab for lab in node_labels(dot).values() if f"<B>{name}</B>" in lab]
+    return label
+
+
+def test_show_grads_computes_every_norm_while_the_graph_is_alive_and_changes_nothing():
+    x = ts.randn(3, 2, requires_grad=True).named("x")
+    w = ts.nn.Parameter(ts.randn(2, 4).data, name="w")
+    hidden = (x @ w).tanh().named("hidden").retain_grad()
+    loss = (hidden * hidden).sum().named("loss")
+    w.grad = ts.tensor(np.full((2, 4), 7.0, np.float32))  # an accumulated gradient draw must keep
+    before = ts.viz.draw(loss, show_grads=True, show_values=False)  # no backward yet
+    assert w.grad.data.tolist() == np.full((2, 4), 7.0).tolist() and hidden.grad is None
+    assert all(node.grad_norm is None for node in topological_order(loss._node))  # draw's own dict
+    w.grad = None
+    loss.backward(retain_graph=True)
+    after = ts.viz.draw(loss, show_grads=True, show_values=False)
+    for dot in (before, after):
+        assert f"‖g‖ {np.linalg.norm(hidden.grad.data):.3g}" in grad_label(dot, "hidden")
+        assert f"‖g‖ {np.linalg.norm(w.grad.data):.3g}" in grad_label(dot, "w")
+        assert "not recorded" not in dot.source and "ops: no norms" not in dot.source
+    grads = [w.grad.data.copy(), x.grad.data.copy()]
+    loss.backward()  # the graph was kept: a second backward works and accumulates as usual
+    np.testing.assert_array_equal(w.grad.data, 2 * grads[0])
+    np.testing.assert_array_equal(x.grad.data, 2 * grads[1])
+
+
+def test_show_grads_after_a_plain_backward_says_how_to_get_the_op_norms():
     w = ts.nn.Parameter(np.full((2, 2), 2.0, np.float32), name="w")
-    loss = (w * w).sum()
-    with pytest.raises(ValueError, match=r"record_grad_norms\(\): loss.backward\(\)"):
-        ts.viz.draw(loss, show_grads=True)
-    loss.backward()
+    square = (w * w).named("square")
+    loss = square.sum()
+    loss.backward()  # frees the graph, records nothing
     dot = ts.viz.draw(loss, show_grads=True, show_values=False)
-    (label,) = [lab for lab in node_labels(dot).values() if "<B>w</B>" in lab]
-    assert f"‖g‖ {np.linalg.norm(w.grad.data):.3g}" in label
-    assert "no norms recorded; use ts.viz.record_grad_norms()" in dot.source
-    assert "not recorded" in " ".join(node_labels(dot).values())
+    assert f"‖g‖ {np.linalg.norm(w.grad.data):.3g}" in grad_label(dot, "w")  # leaves: from .grad
+    assert "not recorded" in grad_label(dot, "square")
+    assert ("ops: no norms: the graph was freed by backward()<BR/>draw before backward (or after "
+            "backward(retain_graph=True)), or wrap backward in ts.viz.record_grad_norms()") in dot.source
+    x = ts.randn(2, requires_grad=True)
+    fresh = (x * 2).sum()
+    fresh.backward()
+    x.grad = None  # nothing left to show at all
+    with pytest.raises(ValueError, match=r"graph was freed by backward\(\); draw before backward"):
+        ts.viz.draw(fresh, show_grads=True)
+    _, out, h, c, _ = lstm_loss(steps=2)  # alive, but no single scalar root to differentiate
+    with pytest.raises(ValueError, match="single scalar root"):
+        ts.viz.draw(out, h, show_grads=True)
 
 
 def test_micrograd_style_values_for_tiny_graphs():
@@ -429,6 +527,7 @@ def test_drawing_never_changes_a_result():
         if draw:
             for level in ts.viz.LEVELS:
                 ts.viz.draw(loss, (h, c), level=level, max_steps=2)
+                ts.viz.draw(loss, level=level, show_grads=True)  # an extra backward, undone
         loss.backward()
         if draw:
             ts.viz.draw(loss, show_grads=True)
@@ -481,8 +580,54 @@ def test_save_dot_source_and_missing_dot(tmp_path: Path, monkeypatch: pytest.Mon
         ts.viz.save(dot, tmp_path / "picture.svg")
     fallback = tmp_path / "picture.dot"
     assert str(fallback) in str(err.value)
-    assert fallback.read_text(encoding="utf-8") == dot.source
+    assert fallback.read_text(encoding="utf-8").startswith(dot.source)
     assert not (tmp_path / "picture.svg").exists()
+    assert dot._repr_mimebundle_() == {"text/plain": (  # a notebook shows how to install dot
+        "Showing this picture needs the Graphviz 'dot' program, which is not on PATH. Install Graphviz "
+        "with `apt-get install graphviz` (Debian/Ubuntu), `brew install graphviz` (macOS) or from "
+        "https://graphviz.org/download/. Without it, ts.viz.save(picture, 'picture.dot') writes the "
+        "DOT source.")}
+
+
+def test_the_fallback_never_overwrites_a_dot_file_it_did_not_write(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch):
+    _, out, h, c, loss = lstm_loss(steps=2)
+    dot = ts.viz.draw(loss)
+    mine = tmp_path / "picture.dot"
+    mine.write_text("digraph { my -> notes }", encoding="utf-8")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    for _ in range(2):  # the second save overwrites its own earlier fallback, and nothing else
+        with pytest.raises(ts.viz.GraphvizNotFoundError, match=re.escape(str(tmp_path / "picture.1.dot"))):
+            ts.viz.save(dot, tmp_path / "picture.svg")
+    assert mine.read_text(encoding="utf-8") == "digraph { my -> notes }"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["picture.1.dot", "picture.dot"]
+    fallback = (tmp_path / "picture.1.dot").read_text(encoding="utf-8")
+    assert fallback.startswith(dot.source)
+    assert fallback.endswith("\n// DOT source written by ts.viz.save: picture.svg could not be rendered\n")
+    mine.write_text(dot.source, encoding="utf-8")  # the same picture, saved by the user: reused
+    with pytest.raises(ts.viz.GraphvizNotFoundError, match=re.escape(f"{str(mine)!r}")):
+        ts.viz.save(dot, tmp_path / "picture.svg")
+    monkeypatch.undo()
+    if HAS_DOT:  # the marker line is a DOT comment: the fallback renders as it is
+        result = subprocess.run(["dot", "-Tcanon"], input=fallback, capture_output=True, text=True,
+                                check=False)
+        assert result.returncode == 0 and not result.stderr, result.stderr
+
+
+def test_save_checks_the_folder_before_drawing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    _, out, h, c, loss = lstm_loss(steps=2)
+
+    def no_drawing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("save drew before checking the folder")
+
+    monkeypatch.setattr(ts.viz, "draw", no_drawing)
+    missing = tmp_path / "no such folder"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{str(missing)!r} does not exist")):
+        ts.viz.save(loss, missing / "picture.svg")
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("", encoding="utf-8")
+    with pytest.raises(NotADirectoryError, match=re.escape(f"{str(a_file)!r} is not a folder")):
+        ts.viz.save(loss, a_file / "picture.dot")
 
 
 def test_save_writes_the_dot_source_when_dot_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -503,7 +648,7 @@ def test_save_writes_the_dot_source_when_dot_fails(tmp_path: Path, monkeypatch: 
     assert not isinstance(err.value, ts.viz.GraphvizNotFoundError)
     fallback = tmp_path / "picture.dot"
     assert str(fallback) in str(err.value)
-    assert fallback.read_text(encoding="utf-8") == dot.source
+    assert fallback.read_text(encoding="utf-8").startswith(dot.source)
     assert not (tmp_path / "picture.png").exists()
 
 

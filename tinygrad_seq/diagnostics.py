@@ -14,7 +14,7 @@ every ``.grad`` they touch is put back. They do run the user's tensor hooks.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,15 +53,22 @@ def _check_loss(loss: Any, owner: str) -> None:
         raise ValueError(f"{owner}: loss must be a scalar (one element), got shape {loss.shape}")
 
 
-def _gradients_at(loss: Tensor, nodes: Sequence[Node], owner: str) -> list[np.ndarray | None]:
-    """dL/d(node) for each node (None where backward does not reach it), from one extra backward
-    that keeps the graph and leaves every ``.grad`` as it was."""
+def observed_backward(loss: Tensor, observe: Callable[[Node, np.ndarray], None], owner: str) -> None:
+    """Call ``observe(node, dL/d(node))`` for every node an extra backward from ``loss`` reaches;
+    the backward keeps the graph and leaves every ``.grad`` as it was, so callers can look at
+    gradients without disturbing training (``owner`` names the caller in errors)."""
     _check_loss(loss, owner)
     graph = topological_order(loss._node)
     if any(node.released for node in graph):
         raise RuntimeError(f"{owner}: the graph of loss was freed by an earlier backward(); call "
                            f"{owner} before loss.backward(), or pass retain_graph=True to that backward")
     holders = [t for t in (node.tensor() for node in graph if node.tensor is not None) if t is not None]
+    with _grads_restored(holders), observe_backward(observe):
+        run_backward(loss._node, np.ones(loss.shape, loss.dtype), retain_graph=True)
+
+
+def _gradients_at(loss: Tensor, nodes: Sequence[Node], owner: str) -> list[np.ndarray | None]:
+    """dL/d(node) for each node (None where backward does not reach it), from one extra backward."""
     wanted = {id(node): index for index, node in enumerate(nodes)}
     captured: list[np.ndarray | None] = [None] * len(nodes)
 
@@ -70,8 +77,7 @@ def _gradients_at(loss: Tensor, nodes: Sequence[Node], owner: str) -> list[np.nd
         if index is not None:
             captured[index] = grad
 
-    with _grads_restored(holders), observe_backward(capture):
-        run_backward(loss._node, np.ones(loss.shape, loss.dtype), retain_graph=True)
+    observed_backward(loss, capture, owner)
     return captured
 
 

@@ -8,7 +8,9 @@ layer, direction, time step, gate; see ``tinygrad_seq.provenance``). Three level
   one cluster per module / layer / direction;
 - ``"cell"``: one box per time step of each recurrent layer and direction, with the edges that
   enter it (x_t, the previous step's state h_{t-1}, c_{t-1}) and leave it (h_t, c_t), labelled
-  from provenance and the names layers give their states;
+  from provenance and the names layers give their states. A hand-written cell loop needs each
+  step in ``ts.scope(step=t)`` (draw warns otherwise); ops made there outside the cell that only
+  feed its step t (``x[t]``) are drawn inside that step;
 - ``"layer"``: one box per layer and direction.
 
 Only tensors that require grad are in the graph: inputs without ``requires_grad`` and ops on
@@ -23,10 +25,13 @@ reverse direction's state edges, which point back in time, do not constrain the 
 that feeds, or collects from, many steps of one recurrence gets a single edge to the box around
 those steps: the weights are still drawn once and shared by every step, and ``dot`` stays fast.
 
-Gradients: nodes do not keep gradients, and normal training pays nothing for pictures. Wrap a
-backward in ``record_grad_norms()`` to store each node's gradient norm (``Node.grad_norm``);
-``draw(..., show_grads=True)`` then colours nodes by that norm on a log scale. Leaves need no
-recording: their norm comes from ``.grad``.
+Gradients: nodes do not keep gradients, and normal training pays nothing for pictures.
+``draw(loss, show_grads=True)`` colours nodes by their gradient norm on a log scale. While the
+graph is alive (before backward, or after ``backward(retain_graph=True)``) draw computes every
+norm itself, with one extra backward from the scalar ``loss`` that keeps the graph and restores
+every ``.grad`` (it does run tensor hooks). After a plain backward the graph is freed: only norms
+recorded by wrapping that backward in ``record_grad_norms()`` (``Node.grad_norm``) and the leaves'
+``.grad`` are left.
 
 A node keeps its structure after ``backward()`` (only the arrays saved for the backward pass are
 freed), so a graph can be drawn before or after backward; drawing never changes a result.
@@ -38,6 +43,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,6 +53,7 @@ import graphviz
 import numpy as np
 
 from .autograd import Node, observe_backward, topological_order
+from .diagnostics import observed_backward
 from .nn.module import Parameter
 from .tensor import Tensor
 
@@ -97,6 +104,27 @@ class GraphvizNotFoundError(RenderError):
     """Rendering needs the Graphviz ``dot`` program, which is not installed."""
 
 
+_INSTALL_DOT = ("Install Graphviz with `apt-get install graphviz` (Debian/Ubuntu), `brew install graphviz` "
+                "(macOS) or from https://graphviz.org/download/.")
+_FALLBACK_MARK = "// DOT source written by ts.viz.save"
+"""Last line of the source ``save`` writes when it cannot render (a DOT comment, so the file still
+starts like any DOT file): such a file may be overwritten."""
+
+
+class _Digraph(graphviz.Digraph):
+    """What ``draw`` returns: a ``graphviz.Digraph`` whose notebook display, without ``dot``, says
+    how to install it instead of showing graphviz's generic error."""
+
+    def _repr_mimebundle_(self, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
+                          **kwargs: Any) -> dict[str, bytes | str]:
+        try:
+            return super()._repr_mimebundle_(include, exclude, **kwargs)
+        except graphviz.ExecutableNotFound:
+            return {"text/plain": "Showing this picture needs the Graphviz 'dot' program, which is not on "
+                                  f"PATH. {_INSTALL_DOT} Without it, ts.viz.save(picture, 'picture.dot') "
+                                  "writes the DOT source."}
+
+
 # ---------------------------------------------------------------------------------------------
 # Gradient norms
 
@@ -116,14 +144,33 @@ def record_grad_norms() -> Iterator[None]:
         yield
 
 
-def _leaf_grad_norm(node: Node) -> float | None:
-    """A recorded norm if there is one, else the norm of the leaf's ``.grad``."""
-    if node.grad_norm is not None:
-        return node.grad_norm
-    tensor = node.tensor() if node.tensor is not None else None
-    if tensor is None or tensor.grad is None:
-        return None
-    return float(np.linalg.norm(tensor.grad.data))
+def _grad_norms(roots: dict[int, tuple[Node, Tensor | None]], nodes: list[Node],
+                compute: bool) -> tuple[dict[int, float], str | None]:
+    """(gradient norm by node id, why the ops have none or None). ``compute``: every norm from one
+    extra backward of the single scalar root, if its graph is alive; otherwise (or failing that)
+    the norms ``record_grad_norms()`` stored, and the leaves' ``.grad``."""
+    released = any(node.released for node in nodes)
+    (_, loss), *others = roots.values()
+    if compute and not released and not others and loss is not None and loss.size == 1:
+        computed: dict[int, float] = {}
+
+        def record(node: Node, grad: np.ndarray) -> None:
+            computed[id(node)] = float(np.linalg.norm(grad))
+
+        observed_backward(loss, record, "draw")
+        return computed, None
+    norms = {id(node): node.grad_norm for node in nodes if node.grad_norm is not None}
+    missing = None
+    if not any(id(node) in norms for node in nodes if not node.is_leaf):
+        cause = ("the graph was freed by backward(); draw before backward (or after "
+                 "backward(retain_graph=True))" if released else
+                 "draw computes them only for a single scalar root (the loss)")
+        missing = f"{cause}, or wrap backward in ts.viz.record_grad_norms()"
+    for node in nodes:
+        tensor = node.tensor() if node.is_leaf and node.tensor is not None else None
+        if tensor is not None and tensor.grad is not None and id(node) not in norms:
+            norms[id(node)] = float(np.linalg.norm(tensor.grad.data))
+    return norms, missing
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,12 +279,12 @@ class _Unit:
         self.members: list[Node] = []
         self.exits: dict[int, Node] = {}  # members whose value leaves the unit (their gradient is its)
 
-    def grad_norm(self) -> float | None:
+    def grad_norm(self, norms: dict[int, float]) -> float | None:
+        """The norm of the gradient of what leaves the unit (all its exits together)."""
         if len(self.members) == 1:
-            node = self.members[0]
-            return _leaf_grad_norm(node) if node.is_leaf else node.grad_norm
-        norms = [node.grad_norm for node in self.exits.values() if node.grad_norm is not None]
-        return math.sqrt(sum(n * n for n in norms)) if norms else None
+            return norms.get(id(self.members[0]))
+        found = [norms[key] for key in self.exits if key in norms]
+        return math.sqrt(sum(n * n for n in found)) if found else None
 
 
 class _Picture:
@@ -250,7 +297,9 @@ class _Picture:
         self.nodes = _reachable([node for node, _ in roots.values()])
         self.names = self._module_paths() | names
         self.param_sources = self._fold_parameter_ops() if level != "op" else {}
+        self.adopted = self._adopted_inputs() if level != "op" else {}
         self.kept_steps = self._kept_steps(max_steps) if level != "layer" else {}
+        self.norms: dict[int, float] = {}  # gradient norms by node id, filled by draw
         self.units: dict[Any, _Unit] = {}
         self.unit_of: dict[int, _Unit] = {}
         for node in self.nodes:
@@ -297,6 +346,27 @@ class _Picture:
                     sources[id(node)] = list(found.values())
         return sources
 
+    def _adopted_inputs(self) -> dict[int, tuple[tuple, int]]:
+        """Ops made at step t outside any module whose every use is in one recurrence's step t
+        (``x[t]`` in a hand-written loop), mapped to that (group, step): cell and layer pictures
+        draw them inside it, so the tensor they slice enters the step as x_t."""
+        users: dict[int, list[Node]] = {}
+        for node in self.nodes:
+            for parent in node.parents:
+                if parent is not None:
+                    users.setdefault(id(parent), []).append(node)
+        adopted: dict[int, tuple[tuple, int]] = {}
+        for node in reversed(self.nodes):  # every user before the node it uses
+            if node.is_leaf or id(node) in self.roots or _group_of(node) != (None, None, None):
+                continue
+            step = _step_of(node)
+            places = {adopted.get(id(user), (_group_of(user), _step_of(user))) for user in users[id(node)]}
+            if len(places) == 1:
+                group, user_step = places.pop()
+                if group not in (None, (None, None, None)) and user_step == step:
+                    adopted[id(node)] = (group, step)
+        return adopted
+
     def _kept_steps(self, max_steps: int | None) -> dict[tuple, tuple[set, list]]:
         """Per group whose steps exceed ``max_steps``: (steps kept, steps elided)."""
         if max_steps is None:
@@ -316,7 +386,7 @@ class _Picture:
         return kept
 
     def _assign(self, node: Node) -> None:
-        group, step = _group_of(node), _step_of(node)
+        group, step = self.adopted.get(id(node), (_group_of(node), _step_of(node)))
         if node.is_leaf:
             key, kind, group, step = id(node), self._leaf_kind(node), None, None
         else:
@@ -346,8 +416,9 @@ class _Picture:
 
     # -- edges ----------------------------------------------------------------------------------
     def _edges(self) -> dict[tuple, list]:
-        """[source unit, target unit, source node, count] per drawn edge: one per distinct tensor
-        entering a unit (h and c are two edges), but one per pair of units where steps are elided."""
+        """[source unit, target unit, source node, count, user] per drawn edge: one per distinct
+        tensor entering a unit (h and c are two edges), but one per pair of units where steps are
+        elided; ``user`` is the one op of the target using the tensor, or None if several do."""
         edges: dict[tuple, list] = {}
         for node in self.nodes:
             target = self.unit_of.get(id(node))
@@ -364,19 +435,21 @@ class _Picture:
                     key = (source.id, target.id) if elided else (source.id, target.id, id(via))
                     edge = edges.get(key)
                     if edge is None:
-                        edges[key] = [source, target, via, 1]
+                        edges[key] = [source, target, via, 1, node]
                     elif edge[2] is not via:
                         edge[3] += 1
+                    elif edge[4] is not node:
+                        edge[4] = None
                     source.exits[id(via)] = via
         return edges
 
     # -- output ---------------------------------------------------------------------------------
     def render(self, show_shapes: bool, scale: _GradScale | None, show_values: bool, rankdir: str,
                legend: bool) -> graphviz.Digraph:
-        dot = graphviz.Digraph(graph_attr={"rankdir": rankdir, "fontname": "Helvetica", "newrank": "true",
-                                           "compound": "true"},
-                               node_attr={"fontname": "Helvetica", "fontsize": "10", "style": "filled"},
-                               edge_attr={"fontname": "Helvetica", "fontsize": "8", "color": "#555555"})
+        dot = _Digraph(graph_attr={"rankdir": rankdir, "fontname": "Helvetica", "newrank": "true",
+                                   "compound": "true"},
+                       node_attr={"fontname": "Helvetica", "fontsize": "10", "style": "filled"},
+                       edge_attr={"fontname": "Helvetica", "fontsize": "8", "color": "#555555"})
         loose: list[_Unit] = []
         groups: dict[tuple, tuple[list[_Unit], dict[float, list[_Unit]]]] = {}
         for unit in self.units.values():
@@ -389,7 +462,7 @@ class _Picture:
                 else:
                     timed.setdefault(unit.time, []).append(unit)
         group_clusters = {group: f"cluster_g{number}" for number, group in enumerate(groups)}
-        within = [(source.id, target.id) for source, target, _, _ in self.edges.values()
+        within = [(source.id, target.id) for source, target, *_ in self.edges.values()
                   if source.time is not None and (source.group, source.time) == (target.group, target.time)]
         fed, feeding = {target for _, target in within}, {source for source, _ in within}
         for unit in loose:
@@ -466,7 +539,7 @@ class _Picture:
                    show_values: bool) -> None:
         attrs = dict(_KIND_STYLES[unit.kind])
         attrs["style"] = "filled,dashed" if unit.kind == "elided" else "filled,rounded"
-        norm = unit.grad_norm() if scale is not None else None
+        norm = unit.grad_norm(self.norms) if scale is not None else None
         lines = self._unit_lines(unit, show_shapes)
         if scale is not None:
             fill, dark = scale.colour(norm)
@@ -491,8 +564,8 @@ class _Picture:
         data = _array_text(tensor.data) if tensor is not None else "—"
         if tensor is not None and tensor.grad is not None:
             grad = _array_text(tensor.grad.data)
-        elif node.grad_norm is not None:
-            grad = f"‖g‖ {node.grad_norm:.4g}"
+        elif id(node) in self.norms:
+            grad = f"‖g‖ {self.norms[id(node)]:.4g}"
         else:
             grad = "—"
         return data, grad
@@ -502,7 +575,7 @@ class _Picture:
         """Every edge, except that a unit feeding (or collecting from) ``BUNDLE_FROM`` or more steps
         of one group gets one edge to that group's box of steps."""
         times: dict[tuple, set] = {}
-        for source, target, _, _ in self.edges.values():
+        for source, target, *_ in self.edges.values():
             key = _fan_key(source, target)
             if key is not None:
                 times.setdefault(key, set()).add(target.time if key[0] == "into" else source.time)
@@ -514,7 +587,8 @@ class _Picture:
             else:
                 self._emit_edge(dot, *edge, show_shapes, scale)
         for key, edges in bundles.items():
-            roles = dict.fromkeys(_role(via, source, target, "t") for source, target, via, _ in edges)
+            roles = dict.fromkeys(_role(via, user, source, target, "t")
+                                  for source, target, via, _, user in edges)
             label = _label(*[role for role in roles if role], "every step")
             if key[0] == "into":
                 head = min((edge[1] for edge in edges), key=lambda unit: unit.time)
@@ -524,21 +598,24 @@ class _Picture:
                 dot.edge(tail.id, edges[0][1].id, label=label, ltail=f"{group_clusters[tail.group]}_steps")
 
     def _emit_edge(self, dot: graphviz.Digraph, source: _Unit, target: _Unit, via: Node, count: int,
-                   show_shapes: bool, scale: _GradScale | None) -> None:
+                   user: Node | None, show_shapes: bool, scale: _GradScale | None) -> None:
         attrs: dict[str, str] = {}
+        # a step reading one slice of the tensor: the shape and gradient norm of that slice
+        shown = user if target.kind == "step" and _slices(user, via) else via
+        norm = self.norms.get(id(shown)) if scale is not None else None
+        role = _role(via, user, source, target) if self.level != "op" else None
         if count > 1:  # tensors between elided steps and one unit
             attrs["label"] = f"{count} tensors"
-        elif self.level != "op" and not via.is_leaf:
-            role = _role(via, source, target)
+        elif role or (self.level != "op" and not via.is_leaf):
             texts = [role] if role else [_html(via.name)] if via.name else []
             if show_shapes:
-                texts.append(_html(_shape_text(via)))
-            if scale is not None and via.grad_norm is not None:
-                texts.append(f"‖g‖ {via.grad_norm:.2g}")
+                texts.append(_html(_shape_text(shown)))
+            if norm is not None:
+                texts.append(f"‖g‖ {norm:.2g}")
             if texts:
                 attrs["label"] = _label(*texts)
-        if scale is not None and via.grad_norm is not None:
-            attrs["tooltip"] = f"grad norm {via.grad_norm:.4g}"
+        if norm is not None:
+            attrs["tooltip"] = f"grad norm {norm:.4g}"
         if (source.group is not None and source.group == target.group and source.time is not None
                 and target.time is not None and source.time > target.time):
             attrs["constraint"] = "false"  # a reverse recurrence points back in time; anchors order steps
@@ -555,20 +632,30 @@ class _Picture:
                 legend.node(f"legend_{kind}", _label(_html(_KIND_DESCRIPTIONS[kind])), **attrs)
             if scale is not None:
                 legend.node("legend_grads", scale.legend_label(), shape="plain", style="")
+                if scale.missing:  # its own node: a long line in the table would stretch the scale
+                    lines = [_html(part) for part in f"ops: no norms: {scale.missing}".split("; ")]
+                    legend.node("legend_no_norms", _label(*lines), shape="plain", style="")
 
 
-def _role(via: Node, source: _Unit, target: _Unit, step: str | None = None) -> str | None:
+def _role(via: Node, user: Node | None, source: _Unit, target: _Unit, step: str | None = None) -> str | None:
     """What a tensor is to the cell steps it joins: a step's output by the name its layer gave
-    it (h_t, c_t), or x_t: the input its recurrence prepared before the loop, or one made at
-    the same step outside the cell (``x[t]`` in the user's loop); ``step`` replaces the step
-    number (``"t"`` for an edge standing for every step)."""
+    it (h_t, c_t), or x_t: the input its recurrence prepared before the loop, a tensor the step
+    slices (``x[t]`` in the user's loop), or one made at the same step outside the cell; ``user``:
+    the op of the target using it; ``step`` replaces the step number (``"t"`` for an edge
+    standing for every step)."""
     if source.kind == "step" and via.name:
         return f"{_html(via.name)}<SUB>{source.step if step is None else step}</SUB>"
     prepared = source.group == target.group and source.time is None
+    sliced = source.time is None and _slices(user, via)
     same_step = source.group != target.group and source.step == target.step
-    if target.kind == "step" and (prepared or same_step):
+    if target.kind == "step" and (prepared or sliced or same_step):
         return f"x<SUB>{target.step if step is None else step}</SUB>"
     return None
+
+
+def _slices(user: Node | None, via: Node) -> bool:
+    """Whether ``user`` is an indexing op reading part of ``via`` (a step's x_t out of all steps)."""
+    return user is not None and user.op == "getitem" and user.parents[0] is via
 
 
 def _fan_key(source: _Unit, target: _Unit) -> tuple | None:
@@ -603,11 +690,11 @@ def _values_table(lines: list[str], data: str, grad: str) -> str:
 class _GradScale:
     """log10 gradient norm -> one of ``_GRAD_COLOURS``, over the range of the drawn norms."""
 
-    def __init__(self, units: Iterable[_Unit], ops_recorded: bool) -> None:
-        logs = [math.log10(n) for n in (u.grad_norm() for u in units) if n]
+    def __init__(self, units: Iterable[_Unit], norms: dict[int, float], missing: str | None) -> None:
+        logs = [math.log10(n) for n in (u.grad_norm(norms) for u in units) if n]
         self.low = math.floor(min(logs)) if logs else 0
         self.high = max(math.ceil(max(logs)) if logs else 1, self.low + 1)
-        self.ops_recorded = ops_recorded  # False: only leaves (from .grad) have norms
+        self.missing = missing  # why the ops have no norms (only leaves, from .grad), or None
 
     def colour(self, norm: float | None) -> tuple[str, bool]:
         """(fill colour, needs white text)."""
@@ -621,19 +708,31 @@ class _GradScale:
 
     def legend_label(self) -> str:
         cells = "".join(f'<TD BGCOLOR="{colour}" WIDTH="14"> </TD>' for colour in _GRAD_COLOURS)
-        note = "" if self.ops_recorded else (
-            '<TR><TD COLSPAN="11">ops: no norms recorded; use ts.viz.record_grad_norms()</TD></TR>')
         return (f'<<TABLE BORDER="0" CELLSPACING="0" CELLPADDING="2">'
                 f'<TR><TD COLSPAN="11">fill: gradient norm ‖g‖ (log scale)</TD></TR>'
                 f'<TR><TD>1e{self.low}</TD>{cells}<TD>1e{self.high}</TD></TR>'
                 f'<TR><TD BGCOLOR="{_ZERO_GRAD_COLOUR}">0</TD><TD COLSPAN="10" ALIGN="LEFT">'
                 f'zero gradient</TD></TR>'
                 f'<TR><TD BORDER="1"> </TD><TD COLSPAN="10" ALIGN="LEFT">white: no gradient '
-                f'recorded</TD></TR>{note}</TABLE>>')
+                f'recorded</TD></TR></TABLE>>')
 
 
 # ---------------------------------------------------------------------------------------------
 # Public API
+
+
+def _smaller_picture_advice(level: str, max_steps: int | None) -> str:
+    """What the node-count guard suggests: only what would still shrink this picture."""
+    hints = {"op": ["use level='cell' or level='layer'"], "cell": ["use level='layer'"], "layer": []}[level]
+    if level != "layer":  # a layer box already holds all its steps: nothing to elide
+        if max_steps is None:
+            hints.append("elide the middle of long sequences with max_steps=10")
+        elif max_steps > 2:
+            hints.append(f"keep fewer steps with a smaller max_steps (now {max_steps}; "
+                         f"try max_steps={max_steps // 2})")
+    *others, last = [*hints, "pass max_nodes=None to draw it anyway"]
+    advice = f"{', '.join(others)}, or {last}" if others else last
+    return advice[0].upper() + advice[1:]
 
 
 def draw(*roots: Any, level: str = "op", show_shapes: bool = True, show_grads: bool | None = None,
@@ -645,9 +744,10 @@ def draw(*roots: Any, level: str = "op", show_shapes: bool = True, show_grads: b
     roots: tensors, or what layers return (``(out, (h_n, c_n))``, lists, dicts).
     level: ``"op"`` (every op, a cluster per time step), ``"cell"`` (a box per time step) or
         ``"layer"`` (a box per layer and direction); see the module docstring.
-    show_grads: colour nodes by gradient norm (log scale). None: when norms were recorded with
-        ``record_grad_norms()``. True without recorded norms colours the leaves from ``.grad``
-        and raises if there is nothing to show at all.
+    show_grads: colour nodes by gradient norm (log scale). True: computed by one extra,
+        side-effect-free backward when there is one scalar root whose graph is alive; otherwise
+        the norms ``record_grad_norms()`` stored, and the leaves' ``.grad`` (the legend says how
+        to get the rest); raises if there is nothing to show at all. None: when norms were recorded.
     show_values: micrograd-style ``data | grad`` records; None: for tiny op-level graphs. Data shows
         where the tensor is still reachable (leaves, roots, tensors with ``retain_grad()``), grad
         from ``.grad`` or, failing that, the recorded norm.
@@ -665,23 +765,24 @@ def draw(*roots: Any, level: str = "op", show_shapes: bool = True, show_grads: b
     if rankdir not in ("LR", "RL", "TB", "BT"):
         raise ValueError(f"draw: rankdir must be 'LR', 'RL', 'TB' or 'BT', got {rankdir!r}")
     picture = _Picture(_root_nodes(roots), level, max_steps, _parameter_names(params))
+    if level != "op" and not any(_step_of(node) is not None for node in picture.nodes):
+        warnings.warn(f"draw(level={level!r}): no op in the graph has a time step, so there are no steps "
+                      "to box and every op is drawn. Wrap each step of a hand-written loop in "
+                      "`with ts.scope(step=t):`, or use an RNN / LSTM / GRU layer.", stacklevel=2)
     if max_nodes is not None and len(picture.units) > max_nodes:
         raise ValueError(
             f"draw: the {level}-level picture has {len(picture.units)} nodes (limit max_nodes={max_nodes}); "
-            "graphviz would take minutes and the result would be unreadable. Use level='cell' or "
-            "level='layer', elide the middle of long sequences with max_steps=10, or pass "
-            "max_nodes=None to draw it anyway.")
-    ops_recorded = any(node.grad_norm is not None for node in picture.nodes if not node.is_leaf)
+            "graphviz would take minutes and the result would be unreadable. "
+            f"{_smaller_picture_advice(level, max_steps)}.")
     if show_grads is None:
-        show_grads = ops_recorded
-    if show_grads and not any(unit.grad_norm() is not None for unit in picture.units.values()):
-        raise ValueError("draw(show_grads=True): no gradients to show. Parameters show the norm of "
-                         "their .grad after backward(); to colour every op as well, record the norms "
-                         "during backward: `with ts.viz.record_grad_norms(): loss.backward()`.")
+        show_grads = any(node.grad_norm is not None for node in picture.nodes if not node.is_leaf)
+    picture.norms, missing = _grad_norms(picture.roots, picture.nodes, bool(show_grads))
+    if show_grads and not any(unit.grad_norm(picture.norms) is not None for unit in picture.units.values()):
+        raise ValueError(f"draw(show_grads=True): no gradients to show: {missing}.")
     if show_values is None:
         show_values = level == "op" and len(picture.nodes) <= 30 and all(
             math.prod(node.shape) <= 4 for node in picture.nodes)
-    scale = _GradScale(picture.units.values(), ops_recorded) if show_grads else None
+    scale = _GradScale(picture.units.values(), picture.norms, missing) if show_grads else None
     return picture.render(show_shapes, scale, bool(show_values), rankdir, legend)
 
 
@@ -690,14 +791,20 @@ def save(graph_or_roots: Any, path: str | Path, **draw_options: Any) -> Path:
 
     ``graph_or_roots`` is a Digraph from ``draw`` or roots to draw (with ``draw_options``).
     If ``dot`` cannot render (it is not installed: ``GraphvizNotFoundError``, or it fails), the DOT
-    source is first written next to ``path`` (suffix .dot), then one ``RenderError`` says where it
-    is and what went wrong.
+    source is first written next to ``path`` (``<stem>.dot``; if a file of that name exists that
+    save did not write as such a fallback, ``<stem>.1.dot``, ``<stem>.2.dot``, ...), then one
+    ``RenderError`` says where it is and what went wrong.
     """
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in SAVE_FORMATS:
         raise ValueError(f"save: cannot infer the format from {str(path)!r}; use a suffix from "
                          f"{', '.join('.' + f for f in SAVE_FORMATS)}")
+    if not path.parent.is_dir():  # before drawing and rendering, which can take a while
+        missing = not path.parent.exists()
+        raise (FileNotFoundError if missing else NotADirectoryError)(
+            f"save({str(path)!r}): {str(path.parent)!r} "
+            f"{'does not exist' if missing else 'is not a folder'}; create the folder first")
     if isinstance(graph_or_roots, graphviz.Digraph):
         if draw_options:
             raise TypeError(f"save: draw options {sorted(draw_options)} only apply when passing roots, "
@@ -713,15 +820,15 @@ def save(graph_or_roots: Any, path: str | Path, **draw_options: Any) -> Path:
             raise graphviz.ExecutableNotFound(("dot",))
         rendered = graph.pipe(format=fmt)
     except (graphviz.ExecutableNotFound, graphviz.CalledProcessError, BrokenPipeError) as err:
-        source_path = path.with_suffix(".dot")
-        source_path.write_text(graph.source, encoding="utf-8")
+        source_path = _fallback_path(path, graph.source)
+        source_path.write_text(f"{graph.source}{_FALLBACK_MARK}: {_plain(path.name)} could not be rendered\n",
+                               encoding="utf-8")
         saved = (f"The DOT source was written to {str(source_path)!r} instead (render it later with "
                  f"`dot -T{fmt} {source_path} -o {path}`).")
         if isinstance(err, graphviz.ExecutableNotFound):
             raise GraphvizNotFoundError(
                 f"save({str(path)!r}): rendering .{fmt} needs the Graphviz 'dot' program, which is not "
-                f"on PATH. {saved} Install Graphviz with `apt-get install graphviz` (Debian/Ubuntu), "
-                "`brew install graphviz` (macOS) or from https://graphviz.org/download/.") from None
+                f"on PATH. {saved} {_INSTALL_DOT}") from None
         if isinstance(err, BrokenPipeError):
             reason = "it exited before reading the whole source"
         else:  # pipe() passes bytes
@@ -731,3 +838,22 @@ def save(graph_or_roots: Any, path: str | Path, **draw_options: Any) -> Path:
                           f"({reason}). {saved}") from None
     path.write_bytes(rendered)
     return path
+
+
+def _fallback_path(path: Path, source: str) -> Path:
+    """Where ``save`` writes the DOT source of a picture it cannot render: ``<stem>.dot``, or the
+    first of ``<stem>.1.dot``, ``<stem>.2.dot``, ... that is free, an earlier fallback, or holds this
+    very source; the user's own files are never overwritten."""
+    candidate, number = path.with_suffix(".dot"), 0
+    while candidate.exists() and not _overwritable(candidate, source):
+        number += 1
+        candidate = path.with_suffix(f".{number}.dot")
+    return candidate
+
+
+def _overwritable(candidate: Path, source: str) -> bool:
+    """Whether a fallback may replace this existing file: an earlier fallback, or this very source."""
+    if not candidate.is_file():
+        return False
+    text = candidate.read_text(encoding="utf-8", errors="replace")
+    return text == source or text.rstrip("\n").rpartition("\n")[2].startswith(_FALLBACK_MARK)
