@@ -279,6 +279,23 @@ def test_layer_level_draws_a_box_per_layer_and_direction():
     assert [re.search(r"(\d+) ops", box).group(1) for box in boxes] == ["45", "45", "45", "45"]
 
 
+def test_each_run_of_a_layer_is_its_own_recurrence_and_a_decoder_loop_is_one():
+    encoder = ts.nn.GRU(2, 3)
+    first, _ = encoder(ts.randn(4, 1, 2))
+    second, h = encoder(ts.randn(4, 1, 2))  # the same layer again: two recurrences, not one
+    decoder, outputs = ts.nn.RNN(3, 3), []
+    for t in range(3):  # one step per call, in the caller's time loop: one recurrence of 3 steps
+        with ts.scope(step=t):
+            out, h = decoder(h.reshape(1, 1, 3), h)
+        outputs.append(out)
+    loss = first.sum() + second.sum() + ts.stack(outputs).sum()
+    labels = node_labels(ts.viz.draw(loss, level="layer"))
+    boxes = {re.search(r"<B>(.*?)</B>", labels[n]).group(1): labels[n] for n in labels if n.startswith("l")}
+    layers = sorted(title for title in boxes if "layer" in title)
+    assert layers == ["GRU #1 · layer 0 · forward", "GRU #2 · layer 0 · forward", "RNN · layer 0 · forward"]
+    assert [re.search(r"t=(\d+\.\.\d+)", boxes[title]).group(1) for title in layers] == ["0..3", "0..3", "0..2"]
+
+
 def test_reverse_direction_keeps_time_running_left_to_right():
     _, out, h, c, loss = lstm_loss(steps=3, bidirectional=True)
     cell = ts.viz.draw(loss, level="cell")

@@ -244,17 +244,23 @@ def _parameter_names(params: Iterable[tuple[str, Tensor]] | Mapping[str, Tensor]
     return names
 
 
+_OUTSIDE_MODULES = (None, None, None, None)  # the group of per-step ops that no layer made
+
+
 def _group_of(node: Node) -> tuple | None:
-    """The (module, layer, direction) cluster a node belongs to; None outside recurrences."""
+    """The (module, call, layer, direction) cluster a node belongs to; None outside recurrences.
+    ``call`` tells apart two runs of one layer (or two layers with one module path)."""
     prov = node.prov
     if prov is None or (prov.layer is None and prov.direction is None and prov.step is None):
         return None
-    return prov.module, prov.layer, prov.direction
+    return prov.module, prov.call, prov.layer, prov.direction
 
 
-def _group_title(group: tuple) -> str:
-    module, layer, direction = group
-    parts = [module or "steps"]
+def _group_title(group: tuple, runs: dict[str | None, list]) -> str:
+    """'module · layer l · direction', with '#k' after the module when it ran k > 1 times here."""
+    module, call, layer, direction = group
+    calls = runs.get(module, [call])
+    parts = [(module or "steps") + (f" #{calls.index(call) + 1}" if len(calls) > 1 else "")]
     if layer is not None:
         parts.append(f"layer {layer}")
     if direction is not None:
@@ -306,6 +312,11 @@ class _Picture:
             if id(node) not in self.param_sources:
                 self._assign(node)
         self.edges = self._edges()
+        self.runs: dict[str | None, list] = {}  # module path -> its calls drawn here, in call order
+        for module, call, *_ in sorted({unit.group for unit in self.units.values() if unit.group},
+                                       key=lambda group: -1 if group[1] is None else group[1]):
+            if call not in self.runs.setdefault(module, []):
+                self.runs[module].append(call)
 
     # -- which unit a node belongs to -----------------------------------------------------------
     def _leaf_kind(self, node: Node) -> str:
@@ -357,13 +368,13 @@ class _Picture:
                     users.setdefault(id(parent), []).append(node)
         adopted: dict[int, tuple[tuple, int]] = {}
         for node in reversed(self.nodes):  # every user before the node it uses
-            if node.is_leaf or id(node) in self.roots or _group_of(node) != (None, None, None):
+            if node.is_leaf or id(node) in self.roots or _group_of(node) != _OUTSIDE_MODULES:
                 continue
             step = _step_of(node)
             places = {adopted.get(id(user), (_group_of(user), _step_of(user))) for user in users[id(node)]}
             if len(places) == 1:
                 group, user_step = places.pop()
-                if group not in (None, (None, None, None)) and user_step == step:
+                if group not in (None, _OUTSIDE_MODULES) and user_step == step:
                     adopted[id(node)] = (group, step)
         return adopted
 
@@ -469,8 +480,9 @@ class _Picture:
             self._emit_unit(dot, unit, show_shapes, scale, show_values)
         for group, (outside, timed) in groups.items():
             with dot.subgraph(name=group_clusters[group]) as cluster:
-                cluster.attr(label=_label(f"<B>{_html(_group_title(group))}</B>"), style="rounded,filled",
-                             color="#9aa7b5", fillcolor=_DIRECTION_COLOURS.get(group[2], "#f6f6f6"))
+                title = _group_title(group, self.runs)
+                cluster.attr(label=_label(f"<B>{_html(title)}</B>"), style="rounded,filled",
+                             color="#9aa7b5", fillcolor=_DIRECTION_COLOURS.get(group[3], "#f6f6f6"))
                 for unit in outside:
                     self._emit_unit(cluster, unit, show_shapes, scale, show_values)
                 if timed:
@@ -527,7 +539,7 @@ class _Picture:
             return lines + ([_html("gates " + " ".join(gates))] if gates else [])
         if unit.kind == "layer":
             steps = [n.prov.step for n in unit.members if n.prov.step is not None]
-            lines = [f"<B>{_html(_group_title(unit.group))}</B>", f"{len(unit.members)} ops"]
+            lines = [f"<B>{_html(_group_title(unit.group, self.runs))}</B>", f"{len(unit.members)} ops"]
             return lines + ([f"t={min(steps)}..{max(steps)}"] if steps else [])
         title, op = self._title(first)
         lines = [f"<B>{title}</B>"] + ([op] if op else [])
