@@ -101,6 +101,12 @@ def _at_least_two(text: str) -> int:
     return value
 
 
+def _non_empty(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("expected at least one character to start from, got ''")
+    return text
+
+
 # -- shared pieces ---------------------------------------------------------------------------------
 
 
@@ -275,6 +281,11 @@ def _add_layer_options(parser: argparse.ArgumentParser, hidden: int, input_size:
     parser.add_argument("--steps", type=positive_int, default=steps, help="time steps" + DEFAULT)
 
 
+def _add_seed(parser: argparse.ArgumentParser) -> None:
+    # numpy's generators take only integers >= 0: a negative seed is an option error, not a traceback
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed" + DEFAULT)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tinygrad-seq", description="Train, sample, check and draw small recurrent "
                                                       "networks; `demo` shows all of it in a minute.")
@@ -286,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
                                            "gradient flows back through time.")
     demo.add_argument("--out", default=DEFAULT_OUT, help="folder for outputs" + DEFAULT)
     demo.add_argument("--steps", type=positive_int, default=300, help="training steps" + DEFAULT)
-    demo.add_argument("--seed", type=int, default=0, help="random seed" + DEFAULT)
+    _add_seed(demo)
     demo.set_defaults(run=_demo)
 
     train = commands.add_parser("train", help="train a character-level language model on a text file",
@@ -306,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=positive_float, default=1e-2, help="Adam learning rate" + DEFAULT)
     train.add_argument("--clip", type=positive_float, default=1.0,
                        help="max gradient norm" + DEFAULT)
-    train.add_argument("--seed", type=int, default=0, help="random seed" + DEFAULT)
+    _add_seed(train)
     train.add_argument("--out", default=DEFAULT_OUT, help="folder for the checkpoint" + DEFAULT)
     train.set_defaults(run=_train)
 
@@ -316,10 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="checkpoint to load" + DEFAULT)
     sample.add_argument("--temperature", type=positive_float, default=0.8,
                         help="softmax temperature: lower is safer, higher more varied" + DEFAULT)
-    sample.add_argument("--prime", help="text to start from (default: the start of the training text)")
+    sample.add_argument("--prime", type=_non_empty,
+                        help="text to start from (default: the start of the training text)")
     sample.add_argument("--length", type=non_negative_int, default=200,
                         help="characters to generate after the prime" + DEFAULT)
-    sample.add_argument("--seed", type=int, default=0, help="random seed" + DEFAULT)
+    _add_seed(sample)
     sample.set_defaults(run=_sample)
 
     gradcheck = commands.add_parser("gradcheck", help="check a recurrent layer's gradients numerically",
