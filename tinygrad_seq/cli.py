@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import sys
+import sysconfig
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -68,6 +70,25 @@ def error_table(report: Any) -> list[str]:
     lines += [f"{name:{width}s}  {max_abs:13.2e}  {max_rel:13.2e}  {'ok' if passed else 'WRONG'}"
               for name, max_abs, max_rel, passed in report.per_tensor]
     return lines
+
+
+def command() -> str:
+    """How to run this command line from the current folder, for the hints it prints.
+
+    ``make demo`` installs the script into .venv/bin, which is not on PATH unless the venv is
+    activated: then the hint names the script by its path (relative when under the current folder).
+    Without an installed script, ``python -m`` with this interpreter works.
+    """
+    script = shutil.which("tinygrad-seq", path=sysconfig.get_path("scripts"))
+    on_path = shutil.which("tinygrad-seq")
+    if script and on_path and Path(on_path).resolve() == Path(script).resolve():
+        return "tinygrad-seq"
+    return _from_here(script) if script else f"{_from_here(sys.executable)} -m tinygrad_seq"
+
+
+def _from_here(path: str) -> str:
+    absolute = Path(os.path.abspath(path))  # not resolve(): a venv's python is a symlink to the base one
+    return str(absolute.relative_to(Path.cwd())) if absolute.is_relative_to(Path.cwd()) else str(absolute)
 
 
 # -- option types: argparse reports their errors as one line after the usage --------------------
@@ -198,13 +219,13 @@ def _train(args: argparse.Namespace) -> int:
               "final_loss": losses[-1]}
     with user_input(f"cannot write {str(path)!r}"):
         save_checkpoint(path, model, optimizer, vocab, config)
-    print(f"wrote {path}; generate text with: tinygrad-seq sample --checkpoint {path}")
+    print(f"wrote {path}; generate text with: {command()} sample --checkpoint {path}")
     return 0
 
 
 def _sample(args: argparse.Namespace) -> int:
     if args.checkpoint == f"{DEFAULT_OUT}/{CHECKPOINT_NAME}" and not Path(args.checkpoint).exists():
-        raise CliError(f"no checkpoint at {args.checkpoint!r} yet: train one with `tinygrad-seq train`, or "
+        raise CliError(f"no checkpoint at {args.checkpoint!r} yet: train one with `{command()} train`, or "
                        f"pass --checkpoint {DEFAULT_OUT}/{DEMO_CHECKPOINT_NAME} (the demo's)")
     with user_input(f"cannot load --checkpoint {args.checkpoint!r}"):
         model, vocab, config = load_checkpoint(args.checkpoint)
