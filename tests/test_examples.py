@@ -74,22 +74,26 @@ def test_captioning_decodes_captions_from_features(run_example: Callable[[str], 
     assert result["last_loss"] < 0.1
 
 
-def test_vanishing_gradients_profiles_training_and_clipping(run_example: Callable[[str], dict],
-                                                            tmp_path: Path) -> None:
+def test_vanishing_gradients_tanh_rnn_fails_where_gated_cells_learn(run_example: Callable[[str], dict],
+                                                                      tmp_path: Path) -> None:
     result = run_example("vanishing_gradients")
+    # the consequence of the vanishing gradient: over seeds 0-11 the gated cells all reached 100% and the
+    # tanh RNN at most 58% (chance 50%) in this budget
     assert result["LSTM"]["accuracy"] >= 0.9 and result["GRU"]["accuracy"] >= 0.9
-    # at initialisation the tanh RNN's dL/dh_0 is orders of magnitude below the open-gated cells'
+    assert result["tanh RNN"]["accuracy"] <= 0.7
+    # its cause, at initialisation: the tanh RNN's dL/dh_0 is orders of magnitude below the open-gated cells'
     assert result["tanh RNN"]["reach"] < 1e-3 * min(result["LSTM"]["reach"], result["GRU"]["reach"])
     assert result["LSTM default"]["reach"] < 1e-2 * result["LSTM"]["reach"]
-    clipping = result["clipping"]
-    assert clipping["largest_before"] > 0.5
-    assert clipping["largest_after"] == pytest.approx(0.5, rel=1e-4)
+    # an exploding tanh RNN learns with clipping (12 of 12 seeds) and not without it (seed 0; 9 of 12 seeds)
+    clipped, unclipped = result["clipping"]["clip 0.5"], result["clipping"]["unclipped"]
+    assert clipped["accuracy"] >= 0.9 and clipped["clipped_steps"] > 0
+    assert unclipped["accuracy"] <= 0.7 and unclipped["largest_loss"] > 2 * clipped["largest_loss"]
     out = tmp_path / "tinygrad_seq_out"
     header = (out / "vanishing_gradients.csv").read_text().splitlines()[0]
     assert header == "t,tanh RNN,LSTM,GRU,LSTM default"
     table = np.loadtxt(out / "vanishing_gradients.csv", delimiter=",", skiprows=1)
-    assert table.shape == (20, 5) and np.all(table[:, 1:] > 0)
-    np.testing.assert_array_equal(table[:, 0], np.arange(20))
+    assert table.shape == (40, 5) and np.all(table[:, 1:] > 0)
+    np.testing.assert_array_equal(table[:, 0], np.arange(40))
 
 
 def test_hidden_states_strip_in_terminal_and_html(run_example: Callable[[str], dict], tmp_path: Path,
