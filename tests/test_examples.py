@@ -40,6 +40,9 @@ def test_char_rnn_learns_hello_exactly_and_the_zen(run_example: Callable[[str], 
     assert result["last_loss"] < 0.6 * result["first_loss"]
     assert result["train_perplexity"] < 5.0  # uniform guessing over the alphabet: 44
     assert result["held_out_perplexity"] < 0.5 * result["uniform_perplexity"]
+    # early stopping hands back the parameters that did best on the held-out lines, not the last ones
+    assert result["held_out_perplexity"] == pytest.approx(min(result["held_out_history"]), rel=1e-5)
+    assert result["clipped_fraction"] > 0.2  # the clip threshold is one that acts
     samples = (tmp_path / "tinygrad_seq_out" / "char_rnn_samples.txt").read_text()
     assert samples.count("--- temperature") == 3 and samples.count("Beautiful") >= 3
 
