@@ -91,11 +91,11 @@ def encode(text: str, chars: list[str]) -> np.ndarray:
     return np.array([chars.index(c) for c in text if c in chars])
 
 
-def train_char_lstm(text: str, steps: int, hidden: int, held_out: str, window: int = 32, streams: int = 4,
-                    max_norm: float = MAX_NORM, every: int = 10, patience: int = 60
+def train_char_lstm(text: str, steps: int, hidden: int, held_out: str = "", window: int = 32,
+                    streams: int = 4, max_norm: float = MAX_NORM, every: int = 10, patience: int = 60
                     ) -> tuple[CharModel, list[str], list[float], dict[str, Any]]:
-    """Train a CharModel on ``text`` with truncated BPTT and gradient clipping. Every ``every``
-    steps it measures the perplexity on ``held_out`` and keeps the parameters that did best there;
+    """Train a CharModel on ``text`` with truncated BPTT and gradient clipping. Given ``held_out``
+    text, every ``every`` steps it measures the perplexity there and keeps the parameters that did best;
     after ``patience`` steps without a better one it stops (early stopping: on a text this small,
     later steps memorise it rather than learn English);
     returns that model, its alphabet, the loss of every step and what early stopping and clipping did."""
@@ -120,22 +120,23 @@ def train_char_lstm(text: str, steps: int, hidden: int, held_out: str, window: i
                 optimizer.step()
                 losses.append(loss.item())
                 progress.step(loss=losses[-1])
-                if len(losses) % every == 0 or len(losses) == steps:
-                    held_out_ppl = perplexity(model, held_out_ids)
-                    held_out_history.append(held_out_ppl)
-                    if held_out_ppl < best[0]:  # state_dict's arrays are never mutated: no copy needed
-                        best = (held_out_ppl, len(losses), model.state_dict())
+                if held_out and (len(losses) % every == 0 or len(losses) == steps):
+                    held_out_history.append(perplexity(model, held_out_ids))
+                    if held_out_history[-1] < best[0]:  # state_dict's arrays are never mutated: no copy
+                        best = (held_out_history[-1], len(losses), model.state_dict())
                     elif len(losses) - best[1] >= patience:
                         steps = len(losses)  # no better for `patience` steps: this is the last one
-                    if len(losses) % 50 == 0 or len(losses) == steps:
-                        recent = float(np.mean(losses[-50:]))
-                        progress.log(f"  step {len(losses):4d}  loss {recent:.3f}  perplexity "
-                                     f"{math.exp(recent):6.2f}  held-out perplexity {held_out_ppl:6.2f}")
+                if len(losses) % 50 == 0 or len(losses) == steps:
+                    recent = float(np.mean(losses[-50:]))
+                    progress.log(f"  step {len(losses):4d}  loss {recent:.3f}  perplexity "
+                                 f"{math.exp(recent):6.2f}"
+                                 + (f"  held-out perplexity {held_out_history[-1]:6.2f}" if held_out else ""))
                 if len(losses) == steps:
                     break
-    model.load_state_dict(best[2])
-    print(f"  early stopping: trained {len(losses)} steps, kept the parameters of step {best[1]}, the best "
-          f"held-out perplexity ({best[0]:.2f})")
+    if held_out:
+        model.load_state_dict(best[2])
+        print(f"  early stopping: trained {len(losses)} steps, kept the parameters of step {best[1]}, "
+              f"the best held-out perplexity ({best[0]:.2f})")
     clipped = sum(norm > max_norm for norm in norms)
     print(f"  gradient norm before clipping: median {np.median(norms):.2f}, max {max(norms):.2f}; "
           f"clipped to {max_norm:g} in {clipped} of {len(norms)} steps")
