@@ -8,7 +8,11 @@ scheduling noise (and, on a busy machine, minutes), and one thread keeps the sum
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +35,23 @@ def run_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[st
             return importlib.import_module(name).main(fast=True)
 
     return run
+
+
+def test_every_example_runs_as_a_script(tmp_path: Path) -> None:
+    """``python examples/X.py --fast`` as a user types it: the argument parsing and the ``__main__``
+    block that main(fast=True) skips. One process per core at a time keeps this to about 20 s."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(EXAMPLES.parent), os.environ.get("PYTHONPATH", "")])}
+
+    def run(script: Path) -> subprocess.CompletedProcess:
+        (tmp_path / script.stem).mkdir()
+        return subprocess.run([sys.executable, str(script), "--fast"], cwd=tmp_path / script.stem, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    scripts = sorted(EXAMPLES.glob("*.py"))
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for script, result in zip(scripts, pool.map(run, scripts), strict=True):
+            assert result.returncode == 0, f"{script.name}: {result.stderr[-2000:]}"
 
 
 def test_char_rnn_learns_hello_exactly_and_the_zen(run_example: Callable[[str], dict],
