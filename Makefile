@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+STAMP  := $(VENV)/.installed-dev
+DEMO_STAMP := $(VENV)/.installed-demo
 
 .PHONY: demo test lint bench clean
 
@@ -11,9 +12,12 @@ STAMP  := $(VENV)/.installed
 export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 
-$(STAMP): pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+
+# Tests, lint and benchmarks need the dev tools (pytest, hypothesis, ruff); the demo does not.
+$(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
@@ -22,14 +26,15 @@ test: $(STAMP)
 
 # The demo's extras: tqdm and matplotlib (progress bar, plot), and Graphviz's `dot` (a system package) for its
 # SVG; without them it still runs and says what it skipped.
-$(VENV)/.demo-extras: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[cli]' || echo "make demo: could not install tqdm/matplotlib; no progress bar or plot"
+$(DEMO_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[cli]' || { $(PY) -m pip install --quiet -e . && \
+		echo "make demo: could not install tqdm/matplotlib; no progress bar or plot"; }
 	@command -v dot >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq >/dev/null 2>&1 && \
 		apt-get install -y -qq graphviz >/dev/null 2>&1; } || \
 		echo "make demo: Graphviz's dot is not installed (sudo apt-get install graphviz); pictures stay .dot files"
 	touch $@
 
-demo: $(VENV)/.demo-extras
+demo: $(DEMO_STAMP)
 	$(PY) -m tinygrad_seq demo
 
 lint: $(STAMP)

@@ -102,7 +102,7 @@ def main(fast: bool = False) -> dict:
     OUT.mkdir(exist_ok=True)
     text = zen_of_python()
     print(f"training a char LSTM on the Zen of Python ({len(text)} characters):")
-    model, chars, losses = train_char_lstm(text, steps=150 if fast else 400, hidden=32 if fast else 48)
+    model, chars, losses, _ = train_char_lstm(text, steps=150 if fast else 400, hidden=32 if fast else 48)
     with ts.no_grad():
         _, hidden_states, _ = model(encode(text, chars)[:, None])  # (T, 1, hidden)
     activations = hidden_states.numpy()[:, 0, :]

@@ -7,6 +7,7 @@ in-process, which is the same code minus the interpreter start-up.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
 import subprocess
@@ -134,6 +135,40 @@ def test_train_writes_a_checkpoint_that_sample_reads(tmp_path: Path) -> None:
     assert set(text) <= set(vocab)
     default_prime = run_cli("sample", "--checkpoint", str(path), "--length", "5")
     assert default_prime.stdout.startswith("The") and len(default_prime.stdout) == len("The") + 5 + 1
+
+
+def test_the_printed_sample_command_runs_with_the_venv_off_path(tmp_path: Path) -> None:
+    """After `make demo` the script sits in .venv/bin, not on PATH: the hint must still work as printed."""
+    package_root = str(Path(cli.__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": package_root,
+           "PATH": os.pathsep.join(part for part in os.environ.get("PATH", "").split(os.pathsep)
+                                   if shutil.which("tinygrad-seq", path=part) is None)}
+    trained = subprocess.run([sys.executable, "-m", "tinygrad_seq", "train", "--steps", "2", "--hidden", "8"],
+                             capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert trained.returncode == 0, trained.stderr
+    hint = trained.stdout.rsplit("generate text with: ", 1)[1].strip()
+    sampled = subprocess.run(f"{hint} --length 5", shell=True, capture_output=True, text=True, timeout=300,
+                             cwd=tmp_path, env=env)
+    assert sampled.returncode == 0, (hint, sampled.stderr)
+    assert len(sampled.stdout) == len("The") + 5 + 1
+
+
+def test_command_names_the_script_as_the_user_can_run_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    scripts = tmp_path / ".venv" / "bin"
+    scripts.mkdir(parents=True)
+    monkeypatch.setattr(cli.sysconfig, "get_path", lambda name: str(scripts))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "")
+    assert cli.command() == f"{sys.executable} -m tinygrad_seq"  # no script installed
+    (scripts / "tinygrad-seq").write_text("#!/bin/sh\n")
+    (scripts / "tinygrad-seq").chmod(0o755)
+    assert cli.command() == os.path.join(".venv", "bin", "tinygrad-seq")  # installed, venv not activated
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert cli.command() == str(scripts / "tinygrad-seq")  # from outside the repo: the full path
+    monkeypatch.setenv("PATH", str(scripts))
+    assert cli.command() == "tinygrad-seq"  # activated
 
 
 def test_train_on_a_user_text_with_a_gru(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -309,6 +344,10 @@ def test_bad_paths_in_a_real_process(tmp_path: Path) -> None:
     (["train", "--cell", "transformer"], ["--cell", "invalid choice"]),
     (["sample", "--temperature", "0"], ["--temperature", "> 0"]),
     (["sample", "--length", "-1"], ["--length", ">= 0"]),
+    (["demo", "--seed", "-1"], ["--seed", ">= 0", "'-1'"]),
+    (["train", "--seed", "-1"], ["--seed", ">= 0", "'-1'"]),
+    (["sample", "--seed", "-1"], ["--seed", ">= 0", "'-1'"]),
+    (["sample", "--prime", ""], ["--prime", "at least one character"]),
     (["gradcheck", "--hidden", "0"], ["--hidden", "positive integer"]),
     (["graph", "--max-steps", "1"], ["--max-steps", ">= 2"]),
     (["graph", "--level", "pixel"], ["--level", "invalid choice"]),

@@ -8,7 +8,11 @@ scheduling noise (and, on a busy machine, minutes), and one thread keeps the sum
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +37,23 @@ def run_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[st
     return run
 
 
+def test_every_example_runs_as_a_script(tmp_path: Path) -> None:
+    """``python examples/X.py --fast`` as a user types it: the argument parsing and the ``__main__``
+    block that main(fast=True) skips. One process per core at a time keeps this to about 20 s."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(EXAMPLES.parent), os.environ.get("PYTHONPATH", "")])}
+
+    def run(script: Path) -> subprocess.CompletedProcess:
+        (tmp_path / script.stem).mkdir()
+        return subprocess.run([sys.executable, str(script), "--fast"], cwd=tmp_path / script.stem, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    scripts = sorted(EXAMPLES.glob("*.py"))
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for script, result in zip(scripts, pool.map(run, scripts), strict=True):
+            assert result.returncode == 0, f"{script.name}: {result.stderr[-2000:]}"
+
+
 def test_char_rnn_learns_hello_exactly_and_the_zen(run_example: Callable[[str], dict],
                                                    tmp_path: Path) -> None:
     result = run_example("char_rnn")
@@ -40,6 +61,9 @@ def test_char_rnn_learns_hello_exactly_and_the_zen(run_example: Callable[[str], 
     assert result["last_loss"] < 0.6 * result["first_loss"]
     assert result["train_perplexity"] < 5.0  # uniform guessing over the alphabet: 44
     assert result["held_out_perplexity"] < 0.5 * result["uniform_perplexity"]
+    # early stopping hands back the parameters that did best on the held-out lines, not the last ones
+    assert result["held_out_perplexity"] == pytest.approx(min(result["held_out_history"]), rel=1e-5)
+    assert result["clipped_fraction"] > 0.2  # the clip threshold is one that acts
     samples = (tmp_path / "tinygrad_seq_out" / "char_rnn_samples.txt").read_text()
     assert samples.count("--- temperature") == 3 and samples.count("Beautiful") >= 3
 
@@ -74,22 +98,26 @@ def test_captioning_decodes_captions_from_features(run_example: Callable[[str], 
     assert result["last_loss"] < 0.1
 
 
-def test_vanishing_gradients_profiles_training_and_clipping(run_example: Callable[[str], dict],
-                                                            tmp_path: Path) -> None:
+def test_vanishing_gradients_tanh_rnn_fails_where_gated_cells_learn(run_example: Callable[[str], dict],
+                                                                      tmp_path: Path) -> None:
     result = run_example("vanishing_gradients")
+    # the consequence of the vanishing gradient: over seeds 0-11 the gated cells all reached 100% and the
+    # tanh RNN at most 58% (chance 50%) in this budget
     assert result["LSTM"]["accuracy"] >= 0.9 and result["GRU"]["accuracy"] >= 0.9
-    # at initialisation the tanh RNN's dL/dh_0 is orders of magnitude below the open-gated cells'
+    assert result["tanh RNN"]["accuracy"] <= 0.7
+    # its cause, at initialisation: the tanh RNN's dL/dh_0 is orders of magnitude below the open-gated cells'
     assert result["tanh RNN"]["reach"] < 1e-3 * min(result["LSTM"]["reach"], result["GRU"]["reach"])
     assert result["LSTM default"]["reach"] < 1e-2 * result["LSTM"]["reach"]
-    clipping = result["clipping"]
-    assert clipping["largest_before"] > 0.5
-    assert clipping["largest_after"] == pytest.approx(0.5, rel=1e-4)
+    # an exploding tanh RNN learns with clipping (12 of 12 seeds) and not without it (seed 0; 9 of 12 seeds)
+    clipped, unclipped = result["clipping"]["clip 0.5"], result["clipping"]["unclipped"]
+    assert clipped["accuracy"] >= 0.9 and clipped["clipped_steps"] > 0
+    assert unclipped["accuracy"] <= 0.7 and unclipped["largest_loss"] > 2 * clipped["largest_loss"]
     out = tmp_path / "tinygrad_seq_out"
     header = (out / "vanishing_gradients.csv").read_text().splitlines()[0]
     assert header == "t,tanh RNN,LSTM,GRU,LSTM default"
     table = np.loadtxt(out / "vanishing_gradients.csv", delimiter=",", skiprows=1)
-    assert table.shape == (20, 5) and np.all(table[:, 1:] > 0)
-    np.testing.assert_array_equal(table[:, 0], np.arange(20))
+    assert table.shape == (40, 5) and np.all(table[:, 1:] > 0)
+    np.testing.assert_array_equal(table[:, 0], np.arange(40))
 
 
 def test_hidden_states_strip_in_terminal_and_html(run_example: Callable[[str], dict], tmp_path: Path,

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import sys
+import sysconfig
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -70,6 +72,25 @@ def error_table(report: Any) -> list[str]:
     return lines
 
 
+def command() -> str:
+    """How to run this command line from the current folder, for the hints it prints.
+
+    ``make demo`` installs the script into .venv/bin, which is not on PATH unless the venv is
+    activated: then the hint names the script by its path (relative when under the current folder).
+    Without an installed script, ``python -m`` with this interpreter works.
+    """
+    script = shutil.which("tinygrad-seq", path=sysconfig.get_path("scripts"))
+    on_path = shutil.which("tinygrad-seq")
+    if script and on_path and Path(on_path).resolve() == Path(script).resolve():
+        return "tinygrad-seq"
+    return _from_here(script) if script else f"{_from_here(sys.executable)} -m tinygrad_seq"
+
+
+def _from_here(path: str) -> str:
+    absolute = Path(os.path.abspath(path))  # not resolve(): a venv's python is a symlink to the base one
+    return str(absolute.relative_to(Path.cwd())) if absolute.is_relative_to(Path.cwd()) else str(absolute)
+
+
 # -- option types: argparse reports their errors as one line after the usage --------------------
 
 
@@ -99,6 +120,12 @@ def _at_least_two(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer >= 2 (the first and last steps are kept), "
                                          f"got {text!r}")
     return value
+
+
+def _non_empty(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("expected at least one character to start from, got ''")
+    return text
 
 
 # -- shared pieces ---------------------------------------------------------------------------------
@@ -192,13 +219,13 @@ def _train(args: argparse.Namespace) -> int:
               "final_loss": losses[-1]}
     with user_input(f"cannot write {str(path)!r}"):
         save_checkpoint(path, model, optimizer, vocab, config)
-    print(f"wrote {path}; generate text with: tinygrad-seq sample --checkpoint {path}")
+    print(f"wrote {path}; generate text with: {command()} sample --checkpoint {path}")
     return 0
 
 
 def _sample(args: argparse.Namespace) -> int:
     if args.checkpoint == f"{DEFAULT_OUT}/{CHECKPOINT_NAME}" and not Path(args.checkpoint).exists():
-        raise CliError(f"no checkpoint at {args.checkpoint!r} yet: train one with `tinygrad-seq train`, or "
+        raise CliError(f"no checkpoint at {args.checkpoint!r} yet: train one with `{command()} train`, or "
                        f"pass --checkpoint {DEFAULT_OUT}/{DEMO_CHECKPOINT_NAME} (the demo's)")
     with user_input(f"cannot load --checkpoint {args.checkpoint!r}"):
         model, vocab, config = load_checkpoint(args.checkpoint)
@@ -275,6 +302,11 @@ def _add_layer_options(parser: argparse.ArgumentParser, hidden: int, input_size:
     parser.add_argument("--steps", type=positive_int, default=steps, help="time steps" + DEFAULT)
 
 
+def _add_seed(parser: argparse.ArgumentParser) -> None:
+    # numpy's generators take only integers >= 0: a negative seed is an option error, not a traceback
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed" + DEFAULT)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tinygrad-seq", description="Train, sample, check and draw small recurrent "
                                                       "networks; `demo` shows all of it in a minute.")
@@ -286,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
                                            "gradient flows back through time.")
     demo.add_argument("--out", default=DEFAULT_OUT, help="folder for outputs" + DEFAULT)
     demo.add_argument("--steps", type=positive_int, default=300, help="training steps" + DEFAULT)
-    demo.add_argument("--seed", type=int, default=0, help="random seed" + DEFAULT)
+    _add_seed(demo)
     demo.set_defaults(run=_demo)
 
     train = commands.add_parser("train", help="train a character-level language model on a text file",
@@ -306,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=positive_float, default=1e-2, help="Adam learning rate" + DEFAULT)
     train.add_argument("--clip", type=positive_float, default=1.0,
                        help="max gradient norm" + DEFAULT)
-    train.add_argument("--seed", type=int, default=0, help="random seed" + DEFAULT)
+    _add_seed(train)
     train.add_argument("--out", default=DEFAULT_OUT, help="folder for the checkpoint" + DEFAULT)
     train.set_defaults(run=_train)
 
@@ -316,10 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="checkpoint to load" + DEFAULT)
     sample.add_argument("--temperature", type=positive_float, default=0.8,
                         help="softmax temperature: lower is safer, higher more varied" + DEFAULT)
-    sample.add_argument("--prime", help="text to start from (default: the start of the training text)")
+    sample.add_argument("--prime", type=_non_empty,
+                        help="text to start from (default: the start of the training text)")
     sample.add_argument("--length", type=non_negative_int, default=200,
                         help="characters to generate after the prime" + DEFAULT)
-    sample.add_argument("--seed", type=int, default=0, help="random seed" + DEFAULT)
+    _add_seed(sample)
     sample.set_defaults(run=_sample)
 
     gradcheck = commands.add_parser("gradcheck", help="check a recurrent layer's gradients numerically",

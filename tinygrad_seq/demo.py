@@ -24,7 +24,7 @@ from .charlm import (
     vocabulary,
     zen_of_python,
 )
-from .cli import DEMO_CHECKPOINT_NAME, error_table
+from .cli import DEMO_CHECKPOINT_NAME, command, error_table
 
 
 def bar(value: float, top: float, width: int = 40) -> str:
@@ -106,6 +106,6 @@ def run_demo(out_dir: str = "tinygrad_seq_out", steps: int = 300, seed: int = 0,
     save_checkpoint(checkpoint, model, optimizer, vocab,
                     {"steps": steps, "window": window, "seed": seed, "prime": "Beautiful"})
     print(f"outputs in {out}/: {', '.join(written)}")
-    print(f"more text: tinygrad-seq sample --checkpoint {checkpoint} --temperature 0.6")
+    print(f"more text: {command()} sample --checkpoint {checkpoint} --temperature 0.6")
     return {"first_loss": float(np.mean(losses[:10])), "last_loss": float(np.mean(losses[-10:])),
             "gradcheck_passed": bool(report), "grad_norms": norms}
