@@ -197,6 +197,16 @@ def test_cell_level_edges_name_each_steps_inputs_and_outputs():
     assert "label=<x<SUB>0</SUB>>" in loop and "label=<x<SUB>1</SUB>>" in loop
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_state_edges_are_labelled_at_padded_steps_and_on_the_fused_path(fused: bool):
+    lstm = ts.nn.LSTM(3, 4, fused=fused)
+    out, _ = lstm(ts.randn(5, 2, 3), lengths=[5, 3])  # steps 3 and 4 mask the shorter sequence
+    source = ts.viz.draw(out.sum(), level="cell", show_shapes=False).source
+    names = ["[h, c]"] if fused else ["h", "c"]
+    for t in range(4):  # each step's state feeds the next step, by its name
+        assert all(f"label=<{ts.viz._html(name)}<SUB>{t}</SUB>>" in source for name in names)
+
+
 def test_x_t_edges_show_the_shape_of_one_step_not_of_the_whole_projection():
     _, out, h, c, loss = lstm_loss(steps=5)  # batch 2, 4 gates * hidden 3: x_proj is (5 * 2, 12)
     dot = ts.viz.draw(loss, level="cell")
