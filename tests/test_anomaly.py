@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
 import pytest
 
 import tinygrad_seq as ts
-from tinygrad_seq.autograd import state
+from tinygrad_seq.autograd import IndexGrad, state
 
 # the ops below make nan / inf on purpose; numpy's RuntimeWarnings about it are expected
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -90,3 +91,18 @@ def test_finite_computations_pass_untouched():
         (x.log() * x.sqrt()).sum().backward()
     np.testing.assert_allclose(x.grad.data, np.log([0.5, 1.5]) / (2 * np.sqrt([0.5, 1.5]))
                                + np.sqrt([0.5, 1.5]) / np.array([0.5, 1.5]), rtol=1e-6)
+
+
+def test_a_slice_gradient_is_checked_without_making_it_sequence_sized(monkeypatch: pytest.MonkeyPatch):
+    """The check reads an IndexGrad's values; expanding it would cost a sequence-sized array per step."""
+    expanded = []
+    dense = IndexGrad.dense
+    monkeypatch.setattr(IndexGrad, "dense", lambda grad: expanded.append(grad) or dense(grad))
+    counts = []
+    for anomaly in (False, True):
+        x = ts.randn(6, 2, requires_grad=True)
+        with ts.detect_anomaly() if anomaly else contextlib.nullcontext():
+            sum((x[t] * t).sum() for t in range(6)).backward()  # six slices: six IndexGrads into x
+        np.testing.assert_array_equal(x.grad.data, np.arange(6.0)[:, None] * np.ones(2))
+        counts.append(len(expanded))
+    assert counts[1] == 2 * counts[0]  # the engine's own expansions only, none added by the check

@@ -344,6 +344,8 @@ def test_bad_paths_in_a_real_process(tmp_path: Path) -> None:
     (["train", "--cell", "transformer"], ["--cell", "invalid choice"]),
     (["sample", "--temperature", "0"], ["--temperature", "> 0"]),
     (["sample", "--length", "-1"], ["--length", ">= 0"]),
+    (["sample", "--length", "9" * 400], ["--length", ">= 0", "9999"]),
+    (["train", "--steps", "9" * 400], ["--steps", "positive integer"]),
     (["demo", "--seed", "-1"], ["--seed", ">= 0", "'-1'"]),
     (["train", "--seed", "-1"], ["--seed", ">= 0", "'-1'"]),
     (["sample", "--seed", "-1"], ["--seed", ">= 0", "'-1'"]),

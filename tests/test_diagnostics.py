@@ -146,10 +146,10 @@ def test_layer_gradient_flow_keeps_each_run_of_a_layer_apart_and_fused_matches_c
         loss = (first ** 2).sum() + (second[:2] * 3).sum() + (c_n ** 2).sum()
         flows.append(diagnostics.layer_gradient_flow(loss))
         composed = flows[0]
-        assert sorted(flows[-1]) == [("LSTM#1", 0, 0), ("LSTM#2", 0, 0)]
-        np.testing.assert_allclose(flows[-1]["LSTM#1", 0, 0], composed["LSTM#1", 0, 0], rtol=1e-12)
-        np.testing.assert_allclose(flows[-1]["LSTM#2", 0, 0], composed["LSTM#2", 0, 0], rtol=1e-12)
-        np.testing.assert_allclose(diagnostics.gradient_flow(loss, second), composed["LSTM#2", 0, 0],
+        assert sorted(flows[-1]) == [("LSTM #1", 0, 0), ("LSTM #2", 0, 0)]
+        np.testing.assert_allclose(flows[-1]["LSTM #1", 0, 0], composed["LSTM #1", 0, 0], rtol=1e-12)
+        np.testing.assert_allclose(flows[-1]["LSTM #2", 0, 0], composed["LSTM #2", 0, 0], rtol=1e-12)
+        np.testing.assert_allclose(diagnostics.gradient_flow(loss, second), composed["LSTM #2", 0, 0],
                                    rtol=1e-12)
     # by hand: the first run's states, with retain_grad
     cell = share_weights(ts.nn.LSTMCell(3, 4).double(), lstm, "_l0")
@@ -158,8 +158,16 @@ def test_layer_gradient_flow_keeps_each_run_of_a_layer_apart_and_fused_matches_c
         state = cell(x_t, state)
         hs.append(state[0].retain_grad())
     (ts.stack(hs) ** 2).sum().backward()
-    np.testing.assert_allclose(flows[0]["LSTM#1", 0, 0], [np.linalg.norm(h.grad.data) for h in hs],
+    np.testing.assert_allclose(flows[0]["LSTM #1", 0, 0], [np.linalg.norm(h.grad.data) for h in hs],
                                rtol=1e-10)
+
+
+def test_layer_gradient_flow_of_a_layer_run_without_a_module_path(rng):
+    lstm, gru = ts.nn.LSTM(2, 3).double(), ts.nn.GRU(3, 3).double()
+    out, _ = lstm.forward(ts.tensor(rng.standard_normal((4, 1, 2))))  # forward(): no module scope
+    out, _ = gru(out)
+    flows = diagnostics.layer_gradient_flow(out.sum())
+    assert list(flows) == [("GRU", 0, 0), (None, 0, 0)] and all(v.shape == (4,) for v in flows.values())
 
 
 def test_gradient_flow_bad_input(rng):

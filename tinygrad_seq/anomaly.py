@@ -65,7 +65,9 @@ def check_backward(node: autograd.Node, parent_grads: tuple) -> None:
     for position, grad in enumerate(parent_grads):
         if grad is None:
             continue
-        values = grad.dense() if isinstance(grad, autograd.LazyGrad) else grad
+        # an IndexGrad's values are all it adds (its dense form is sequence-sized: O(T^2) over T steps)
+        values = (grad.values if isinstance(grad, autograd.IndexGrad)
+                  else grad.dense() if isinstance(grad, autograd.LazyGrad) else grad)
         if not np.isfinite(values).all():
             what = describe(node.op, node, node.shape, node.dtype)
             raise AnomalyError(f"backward of {what} returned a non-finite gradient for its input {position} "

@@ -101,7 +101,9 @@ def _number(convert: Callable[[str], Any], minimum: float, inclusive: bool, what
             value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not math.isfinite(value) or not (value >= minimum if inclusive else value > minimum):
+        # math.isfinite cannot take an int beyond a float's range: no count needs one anyway
+        unbounded = abs(value) > sys.maxsize if isinstance(value, int) else not math.isfinite(value)
+        if unbounded or not (value >= minimum if inclusive else value > minimum):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return value
 
@@ -380,8 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         f"(default: {DEFAULT_OUT}/unrolled_<cell>.svg)")
     graph.add_argument("--grads", action="store_true", help="run backward and colour by gradient norm")
     graph.set_defaults(run=_graph)
-    for command in commands.choices.values():
-        command.set_defaults(parser=command)  # so main() reports stray arguments against their command
+    for subparser in commands.choices.values():
+        subparser.set_defaults(parser=subparser)  # so main() reports stray arguments against their command
     return parser
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from . import creation
+from . import creation, provenance
 from .autograd import Node, enable_grad, no_grad, observe_backward, run_backward, topological_order
 from .nn.module import Module
 from .nn.rnn import FUSED_LSTM_STATE, GRU, GRU_GATES, LSTM, LSTM_GATES, RNN, GRUCell, LSTMCell, RNNCell
@@ -210,7 +210,7 @@ def layer_gradient_flow(loss: Tensor) -> dict[tuple[str | None, int, int], np.nd
 
     Keys are (module path, layer, direction); values have one norm per time step, in time order
     (t = 0 .. T-1, also for the reverse direction). A layer run more than once (called twice, or
-    two layers with the same path) gets one key per run: "path#1", "path#2", ... in call order.
+    two layers with the same path) gets one key per run: "path #1", "path #2", ... in call order.
     The states are found from provenance: each layer direction ends with a ``stack`` of its
     per-step outputs h_t, recorded with the layer, direction and run (``call``), whose inputs each
     carry their time step. Same side-effect rules as gradient_flow.
@@ -220,17 +220,10 @@ def layer_gradient_flow(loss: Tensor) -> dict[tuple[str | None, int, int], np.nd
     groups = dict(filter(None, map(_direction_steps, topological_order(loss._node))))
     if not groups:
         raise ValueError(f"{owner}: loss does not depend on any recurrent layer (RNN, LSTM, GRU) output")
-    runs: dict[str | None, list] = {}
-    for module, call, _, _ in groups:
-        if call not in runs.setdefault(module, []):
-            runs[module].append(call)
-
-    def key(group: tuple) -> tuple[str | None, int, int]:
-        module, call, layer, direction = group
-        calls = sorted(runs[module], key=lambda c: -1 if c is None else c)
-        return (module if len(calls) == 1 else f"{module}#{calls.index(call) + 1}"), layer, direction or 0
-
-    ordered = sorted((key(group), states) for group, states in groups.items())
+    names = provenance.run_names((module, call) for module, call, _, _ in groups)
+    keyed = [((names[module, call], layer, direction or 0), states)
+             for (module, call, layer, direction), states in groups.items()]
+    ordered = sorted(keyed, key=lambda item: (str(item[0][0]), item[0][1], item[0][2]))
     norms = _norms_through_time(loss, [states for _, states in ordered], owner)
     return {name: values for (name, _), values in zip(ordered, norms, strict=True)}
 

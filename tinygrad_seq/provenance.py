@@ -9,7 +9,7 @@ say *where* something happened ("lstm.l1.reverse t=7 gate=f") instead of guessin
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 _FIELDS = ("module", "layer", "direction", "step", "gate", "label", "call")
@@ -83,11 +83,22 @@ current: Provenance | None = None
 calls = itertools.count()
 
 
+def run_names(runs: Iterable[tuple[str | None, int | None]]) -> dict[tuple, str | None]:
+    """(module path, call) -> how pictures and reports name that run of a recurrence: its module
+    path, plus " #k" (k = 1, 2, ... in call order) when the same path ran more than once."""
+    by_path: dict[str | None, list] = {}
+    for module, call in sorted(set(runs), key=lambda run: -1 if run[1] is None else run[1]):
+        by_path.setdefault(module, []).append(call)
+    return {(module, call): module if len(path_calls) == 1 else f"{module or ''} #{k}".lstrip()
+            for module, path_calls in by_path.items() for k, call in enumerate(path_calls, 1)}
+
+
 @contextmanager
 def scope(label: str | None = None, **fields: object) -> Iterator[Provenance]:
     """Label every op made inside: ``with ts.scope("attention"): ...`` or ``scope(step=t)``.
 
-    Fields: module, layer, direction (0 forward, 1 reverse), step, gate, label.
+    Fields: module, layer, direction (0 forward, 1 reverse), step, gate, label, and call (the
+    number of a recurrent layer's run over a sequence, which the layers assign themselves).
     """
     global current
     outer = current

@@ -52,6 +52,7 @@ from typing import Any
 import graphviz
 import numpy as np
 
+from . import provenance
 from .autograd import Node, observe_backward, topological_order
 from .diagnostics import observed_backward
 from .nn.module import Parameter
@@ -256,11 +257,11 @@ def _group_of(node: Node) -> tuple | None:
     return prov.module, prov.call, prov.layer, prov.direction
 
 
-def _group_title(group: tuple, runs: dict[str | None, list]) -> str:
-    """'module · layer l · direction', with '#k' after the module when it ran k > 1 times here."""
+def _group_title(group: tuple, runs: dict[tuple, str | None]) -> str:
+    """'module · layer l · direction'; ``runs`` names the module's run ('LSTM #2') when it ran
+    more than once in the picture."""
     module, call, layer, direction = group
-    calls = runs.get(module, [call])
-    parts = [(module or "steps") + (f" #{calls.index(call) + 1}" if len(calls) > 1 else "")]
+    parts = [runs.get((module, call)) or "steps"]
     if layer is not None:
         parts.append(f"layer {layer}")
     if direction is not None:
@@ -312,11 +313,7 @@ class _Picture:
             if id(node) not in self.param_sources:
                 self._assign(node)
         self.edges = self._edges()
-        self.runs: dict[str | None, list] = {}  # module path -> its calls drawn here, in call order
-        for module, call, *_ in sorted({unit.group for unit in self.units.values() if unit.group},
-                                       key=lambda group: -1 if group[1] is None else group[1]):
-            if call not in self.runs.setdefault(module, []):
-                self.runs[module].append(call)
+        self.runs = provenance.run_names(unit.group[:2] for unit in self.units.values() if unit.group)
 
     # -- which unit a node belongs to -----------------------------------------------------------
     def _leaf_kind(self, node: Node) -> str:

@@ -415,9 +415,9 @@ class _RNNBase(Module):
                 valid = length_mask(lengths, run_steps).data[:, :, None]  # (T, B, 1)
                 x = where(valid, x, 0.0)  # padding values (even nan) never enter the arithmetic
 
-        caller = provenance.current or provenance.ROOT
-        with provenance.scope(call=next(provenance.calls) if _own_time(caller, run_steps) else None):
-            output, finals = self._run_layers(x, state, run_steps, batch, valid, partial)
+        own_time = _own_time(provenance.current or provenance.ROOT, run_steps)
+        with provenance.scope(call=next(provenance.calls) if own_time else None):
+            output, finals = self._run_layers(x, state, run_steps, batch, valid, partial, own_time)
         if partial:
             output = where(valid, output, 0.0)
         if run_steps < steps:
@@ -431,7 +431,7 @@ class _RNNBase(Module):
         return output, (final_state if self._state_count == 2 else final_state[0])
 
     def _run_layers(self, x: Tensor, state: State | None, steps: int, batch: int, valid: np.ndarray | None,
-                    partial: frozenset) -> tuple[Tensor, list[State]]:
+                    partial: frozenset, own_time: bool) -> tuple[Tensor, list[State]]:
         """All layers on time-major x (T, B, I): the last layer's output and each slot's final state."""
         layer_input = x.reshape(steps * batch, x.shape[2])
         zeros = None
@@ -448,7 +448,7 @@ class _RNNBase(Module):
                     initial = (zeros,) * self._state_count
                 with provenance.scope(layer=layer, direction=direction):
                     output, final = self._run_direction(layer_input, initial, layer, direction, steps,
-                                                        batch, valid, partial)
+                                                        batch, valid, partial, own_time)
                 outputs.append(output)
                 finals.append(final)
             output = outputs[0] if len(outputs) == 1 else cat(outputs, dim=2)
@@ -458,9 +458,11 @@ class _RNNBase(Module):
         return output, finals
 
     def _run_direction(self, layer_input: Tensor, state: State, layer: int, direction: int, steps: int,
-                       batch: int, valid: np.ndarray | None, partial: frozenset) -> tuple[Tensor, State]:
+                       batch: int, valid: np.ndarray | None, partial: frozenset,
+                       own_time: bool) -> tuple[Tensor, State]:
         """One layer in one direction: outputs (T, B, H) and the final state. ``layer_input`` is
-        (T * B, features), so one matmul projects every step; step t is rows t*B:(t+1)*B."""
+        (T * B, features), so one matmul projects every step; step t is rows t*B:(t+1)*B. Steps
+        record their t, unless this is one step of the caller's time loop (``_own_time``)."""
         w_ih, w_hh, b_ih, b_hh = self._weights(layer, direction)
         fold = self._folds_hidden_bias
         x_proj = _project(layer_input, w_ih, b_ih, b_hh if fold else None)
@@ -470,7 +472,6 @@ class _RNNBase(Module):
         else:
             w_hh_t = w_hh.T
         scope = provenance.current
-        own_time = _own_time(scope, steps)
         outputs: list[Tensor | None] = [None] * steps
         for t in (range(steps - 1, -1, -1) if direction else range(steps)):
             here = provenance.current = scope.at(step=t if own_time else None)
