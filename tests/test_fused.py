@@ -6,6 +6,7 @@ step, with its step, layer and direction)."""
 from __future__ import annotations
 
 import functools
+import re
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from tinygrad_seq.autograd import topological_order
 
 LAYER_CASES = [c for kind in KINDS for c in layer_cases(kind)]
 CELL_OPS = {"RNN": "rnn_cell", "LSTM": "lstm_cell", "GRU": "gru_cell"}
+SEQUENCE_OPS = {"RNN": "rnn_sequence", "LSTM": "lstm_sequence", "GRU": "gru_sequence"}
 
 
 class _FusedNN:
@@ -82,12 +84,59 @@ def test_fused_gradients_of_frozen_weights_and_constant_input() -> None:
 
 
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
-def test_fused_graph_has_one_node_per_step_with_its_provenance(kind: str) -> None:
+def test_fused_layer_is_one_node_per_direction_and_drawn_as_one_box_per_step(kind: str) -> None:
     steps = 5
     layer = getattr(ts.nn, kind)(2, 3, num_layers=2, bidirectional=True, fused=True).double()
     out, _ = layer(ts.randn(steps, 1, 2, dtype=np.float64))
-    cells = [n for n in topological_order(out.sum()._node) if n.op == CELL_OPS[kind]]
-    where = sorted((n.prov.layer, n.prov.direction, n.prov.step) for n in cells)
-    assert where == sorted((layer_, direction, t) for layer_ in range(2) for direction in range(2)
-                           for t in range(steps))
+    loss = out.sum()
+    sequences = [n for n in topological_order(loss._node) if n.unrolled is not None]
+    assert sorted((n.op, n.prov.layer, n.prov.direction, n.prov.step) for n in sequences) == [
+        (SEQUENCE_OPS[kind], layer_, direction, None) for layer_ in range(2) for direction in range(2)]
     assert "fused=True" in repr(layer)
+    cell_picture = ts.viz.draw(loss, level="cell", show_shapes=False).source
+    boxes = re.findall(r"<B>t=(\d)</B><BR/>(\d) ops>", cell_picture)
+    assert sorted(int(t) for t, _ in boxes) == sorted(list(range(steps)) * 4)
+    # the cell, and in layer 1 x[t] too (layer 0's input is a constant: not in the graph)
+    assert sorted(ops for _, ops in boxes) == ["1"] * 2 * steps + ["2"] * 2 * steps
+    op_picture = ts.viz.draw(loss, show_shapes=False).source
+    assert op_picture.count(f"<BR/>{CELL_OPS[kind]}") == 4 * steps
+    assert len(re.findall(r"subgraph cluster_g\d+_t\d+ \{", op_picture)) == 4 * steps
+
+
+def _step_norms(picture: str) -> list[tuple[str, str]]:
+    """(step, gradient norm text) of each cell-level step box, in drawing order."""
+    return re.findall(r"<B>t=(\d+)</B><BR/>\d+ ops<BR/>(?:gates [^<]*<BR/>)?‖g‖ ([^>]+)>", picture)
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_fused_steps_are_coloured_by_the_gradient_through_time_as_the_composed_ones(kind: str) -> None:
+    """A step's norm is of the gradient reaching its state, including through time; the fused
+    picture reads it from what the sequence node's backward kept, so the two pictures agree."""
+    pictures, norms = [], []
+    for layer in _pair(layer_cases(kind)[0] | {"layers": 1, "bidirectional": True}):
+        out, state = layer(ts.tensor(np.random.default_rng(3).standard_normal((4, 2, layer.input_size))))
+        # the final state is used too: else a composed LSTM's last c_t has no edge out of its box, and
+        # the box's norm is of h_t alone, while a fused step's state [h_t, c_t] is one tensor
+        loss = sum((s * s).sum() for s in (out, *(state if isinstance(state, tuple) else (state,))))
+        pictures.append(_step_norms(ts.viz.draw(loss, level="cell", show_grads=True).source))
+        with ts.viz.record_grad_norms():
+            loss.backward()
+        norms.append(_step_norms(ts.viz.draw(loss, level="cell", show_grads=True).source))
+    composed, fused = pictures
+    assert len(composed) == 8 and sorted(composed) == sorted(fused)
+    assert norms[0] == composed and sorted(norms[1]) == sorted(fused)  # recorded = computed
+
+
+def test_fused_layer_keeps_per_step_gradients_only_while_observed() -> None:
+    """Pictures and diagnostics read each step's gradient from the sequence node; training alone
+    must not keep a sequence-sized array on the graph."""
+    lstm = ts.nn.LSTM(2, 3, fused=True)
+    out, _ = lstm(ts.randn(6, 2, 2, requires_grad=True))
+    loss = out.sum()
+    (sequence,) = [n for n in topological_order(loss._node) if n.unrolled is not None]
+    loss.backward(retain_graph=True)
+    assert sequence.unrolled.state_grads is None and sequence.unrolled.input_grads is None
+    with ts.viz.record_grad_norms():
+        loss.backward()
+    assert sequence.unrolled.state_grads.shape == (6, 2, 6)
+    assert sequence.unrolled.input_grads.shape == (6, 2, 2)

@@ -127,7 +127,7 @@ class Node:
     """
 
     __slots__ = ("backward", "parents", "op", "prov", "shape", "dtype", "name", "hooks",
-                 "tensor", "source", "seq", "grad_norm")
+                 "tensor", "source", "seq", "grad_norm", "unrolled")
 
     def __init__(self, backward: Callable | None, parents: tuple, op: str | None,
                  shape: tuple, dtype: np.dtype) -> None:
@@ -143,6 +143,7 @@ class Node:
         self.source: str | None = None          # creating source line, in anomaly mode only
         self.seq = next(_creation_counter)      # parents are always made first: see topological_order
         self.grad_norm: float | None = None     # filled only by ts.viz.record_grad_norms()
+        self.unrolled: Any = None               # a fused layer's per-step record (nn.fused.Unrolled)
 
     @property
     def is_leaf(self) -> bool:

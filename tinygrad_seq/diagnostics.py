@@ -92,12 +92,23 @@ def _step_norms(grad: np.ndarray | None, shape: tuple, directions: int, time_axi
     return np.stack([np.linalg.norm(part, axis=1) for part in moved])
 
 
-def _norms_through_time(loss: Tensor, state_lists: list[list[Node]], owner: str) -> list[np.ndarray]:
-    """||dL/dh_t|| for each state of each list, from one extra backward (of a fused LSTM's
-    [h_t, c_t], the h half: the same numbers as the composed layer's h_t)."""
-    grads = iter(_gradients_at(loss, [node for states in state_lists for node in states], owner))
-    return [np.array([_step_norms(_h_part(next(grads), node), node.shape, 1, None)[0] for node in states])
-            for states in state_lists]
+def _norms_through_time(loss: Tensor, directions: list[list[Node] | Node], owner: str) -> list[np.ndarray]:
+    """||dL/dh_t|| per step of each layer direction, from one extra backward. A direction is its
+    per-step states, or a fused layer's sequence node, whose backward keeps every step's dL/d state_t
+    while observed (``nn.fused.Unrolled``); of a fused LSTM's [h_t, c_t], the h half: the same
+    numbers as the composed layer's h_t."""
+    nodes = [node for states in directions for node in (states if isinstance(states, list) else [states])]
+    grads = iter(_gradients_at(loss, nodes, owner))
+    norms = []
+    for states in directions:
+        if isinstance(states, list):
+            norms.append(np.array([_step_norms(_h_part(next(grads), node), node.shape, 1, None)[0]
+                                   for node in states]))
+        else:
+            reached = next(grads) is not None
+            step_grads = _h_part(states.unrolled.state_grads if reached else np.zeros(states.shape), states)
+            norms.append(np.linalg.norm(step_grads.reshape(len(step_grads), -1).astype(np.float64), axis=1))
+    return norms
 
 
 def _h_part(grad: np.ndarray | None, node: Node) -> np.ndarray | None:
@@ -113,20 +124,25 @@ def _recurrence_of(prov: Provenance) -> tuple:
     return prov.module, prov.call, prov.layer, prov.direction
 
 
-def _direction_steps(node: Node) -> tuple[tuple, list[Node]] | None:
+def _direction_steps(node: Node) -> tuple[tuple, list[Node] | Node] | None:
     """((module, call, layer, direction), its per-step states in time order) if ``node`` is the
-    ``stack`` that ends one direction of a recurrent layer's run (each input carries its step)."""
+    ``stack`` that ends one direction of a recurrent layer's run (each input carries its step);
+    for a fused layer's sequence node, (that group, the node)."""
     prov = node.prov
-    if node.op != "stack" or prov is None or prov.layer is None or prov.step is not None:
+    if prov is None or prov.layer is None or prov.step is not None:
         return None
     group = _recurrence_of(prov)
+    if node.unrolled is not None:
+        return group, node
+    if node.op != "stack":
+        return None
     if not all(p is not None and p.prov is not None and p.prov.step is not None
                and _recurrence_of(p.prov) == group for p in node.parents):
         return None
     return group, sorted(node.parents, key=lambda p: p.prov.step)
 
 
-def _layer_output_steps(node: Node) -> list[tuple[tuple, list[Node]]] | None:
+def _layer_output_steps(node: Node) -> list[tuple[tuple, list[Node] | Node]] | None:
     """The per-direction step states behind a recurrent layer's ``output``, forward first, or None
     if ``node`` is anything else. The output is made from the last layer's direction stacks by
     rearranging ops only (concatenating directions, masking padding, transposing), all recorded
@@ -213,7 +229,8 @@ def layer_gradient_flow(loss: Tensor) -> dict[tuple[str | None, int, int], np.nd
     two layers with the same path) gets one key per run: "path #1", "path #2", ... in call order.
     The states are found from provenance: each layer direction ends with a ``stack`` of its
     per-step outputs h_t, recorded with the layer, direction and run (``call``), whose inputs each
-    carry their time step. Same side-effect rules as gradient_flow.
+    carry their time step; a fused layer direction is one node that keeps each step's dL/dh_t
+    while observed. Same side-effect rules as gradient_flow.
     """
     owner = "layer_gradient_flow"
     _check_loss(loss, owner)

@@ -13,6 +13,11 @@ layer, direction, time step, gate; see ``tinygrad_seq.provenance``). Three level
   feed its step t (``x[t]``) are drawn inside that step;
 - ``"layer"``: one box per layer and direction.
 
+A fused layer (``fused=True``) is one node per layer direction in the graph; pictures draw its time
+steps as the graph of per-step nodes would be drawn (``_Unrolling``): at every level one cell op per
+step (with its ``x[t]`` when the layer input is in the graph), fed by the weights and the previous
+step's state, and the sequence node collecting the steps' states.
+
 Only tensors that require grad are in the graph: inputs without ``requires_grad`` and ops on
 constants do not appear. At the cell and layer levels, ops computed from parameters alone (such
 as ``W_hh.T`` or ``b_ih + b_hh``, made once before the time loop) are drawn as part of those
@@ -232,6 +237,59 @@ def _reachable(root_nodes: list[Node]) -> list[Node]:
     return topological_order(joined)[:0:-1]
 
 
+class _Unrolling:
+    """A fused layer's sequence node (``Node.unrolled``, see ``nn.fused``) drawn as its time steps.
+
+    Per step t, two stand-in nodes, as the per-step graph would have them: ``x[t]`` (the step's
+    rows of the layer input) and one cell op reading it, the weights and the previous step's state
+    (h0, c0 at the first step). The sequence node then collects the steps' states, as a ``stack``
+    of per-step states does. Stand-ins exist only in the picture: backward never sees them, and
+    their gradient norms come from what the sequence node's backward kept (``Unrolled``)."""
+
+    def __init__(self, nodes: list[Node]) -> None:
+        self.nodes: list[Node] = []  # ``nodes`` with each sequence node's stand-ins just before it
+        self.parents: dict[int, tuple] = {}  # sequence node id -> its steps' cell stand-ins, in time order
+        # stand-in id -> (its sequence node, t, "state" or "input": the gradient that is its own)
+        self.origins: dict[int, tuple[Node, int, str]] = {}
+        for node in nodes:
+            if node.unrolled is not None:
+                self._add_steps(node)
+            self.nodes.append(node)
+
+    def _add_steps(self, sequence: Node) -> None:
+        unrolled = sequence.unrolled
+        layer_input, weights, previous = sequence.parents[0], sequence.parents[1:5], sequence.parents[5:]
+        batch = sequence.shape[1]
+        cells: list[Node | None] = [None] * unrolled.steps
+        for t in range(unrolled.steps - 1, -1, -1) if unrolled.reverse else range(unrolled.steps):
+            here = unrolled.step_provenance(t)
+            x_t = None
+            if layer_input is not None:
+                x_t = self._stand_in("getitem", (layer_input,), here, (batch, layer_input.shape[1]), sequence,
+                                     t, "input")
+            cell = self._stand_in(unrolled.cell_op, (x_t, *weights, *previous), here, sequence.shape[1:],
+                                  sequence, t, "state")
+            cell.name = unrolled.state_name
+            cells[t], previous = cell, (cell,)
+        self.parents[id(sequence)] = tuple(cells)
+
+    def _stand_in(self, op: str, parents: tuple, here: provenance.Provenance, shape: tuple, sequence: Node,
+                  t: int, part: str) -> Node:
+        node = Node(None, parents, op, shape, sequence.dtype)
+        node.prov = here
+        self.nodes.append(node)
+        self.origins[id(node)] = (sequence, t, part)
+        return node
+
+    def norms(self, norms: dict[int, float]) -> None:
+        """Add the stand-ins' gradient norms to ``norms``, for the sequence nodes that have one (the
+        per-step gradients their backward kept then)."""
+        for key, (sequence, t, part) in self.origins.items():
+            grads = sequence.unrolled.state_grads if part == "state" else sequence.unrolled.input_grads
+            if id(sequence) in norms and grads is not None:
+                norms[key] = float(np.linalg.norm(grads[t]))
+
+
 def _parameter_names(params: Iterable[tuple[str, Tensor]] | Mapping[str, Tensor] | None) -> dict[int, str]:
     if params is None:
         return {}
@@ -301,7 +359,8 @@ class _Picture:
                  names: dict[int, str]) -> None:
         self.level = level
         self.roots = roots
-        self.nodes = _reachable([node for node, _ in roots.values()])
+        self.unrolling = _Unrolling(_reachable([node for node, _ in roots.values()]))
+        self.nodes = self.unrolling.nodes
         self.names = self._module_paths() | names
         self.param_sources = self._fold_parameter_ops() if level != "op" else {}
         self.adopted = self._adopted_inputs() if level != "op" else {}
@@ -315,6 +374,10 @@ class _Picture:
         self.edges = self._edges()
         self.runs = provenance.run_names(unit.group[:2] for unit in self.units.values() if unit.group)
 
+    def _parents(self, node: Node) -> tuple:
+        """A node's parents in the picture: a fused sequence node's are its steps (``_Unrolling``)."""
+        return self.unrolling.parents.get(id(node), node.parents)
+
     # -- which unit a node belongs to -----------------------------------------------------------
     def _leaf_kind(self, node: Node) -> str:
         tensor = node.tensor() if node.tensor is not None else None
@@ -325,7 +388,7 @@ class _Picture:
         paths: dict[int, str] = {}
         for node in self.nodes:
             module = node.prov.module if node.prov is not None else None
-            for parent in node.parents if module else ():
+            for parent in self._parents(node) if module else ():
                 tensor = parent.tensor() if parent is not None and parent.tensor is not None else None
                 if isinstance(tensor, Parameter) and tensor.name and id(tensor) not in paths:
                     paths[id(tensor)] = f"{module}.{tensor.name}"
@@ -340,7 +403,7 @@ class _Picture:
             if node.is_leaf or id(node) in self.roots or _step_of(node) is not None:
                 continue
             found: dict[int, Node] = {}
-            for parent in node.parents:
+            for parent in self._parents(node):
                 if parent is None:
                     break
                 if id(parent) in sources:
@@ -360,7 +423,7 @@ class _Picture:
         draw them inside it, so the tensor they slice enters the step as x_t."""
         users: dict[int, list[Node]] = {}
         for node in self.nodes:
-            for parent in node.parents:
+            for parent in self._parents(node):
                 if parent is not None:
                     users.setdefault(id(parent), []).append(node)
         adopted: dict[int, tuple[tuple, int]] = {}
@@ -432,7 +495,7 @@ class _Picture:
             target = self.unit_of.get(id(node))
             if target is None:  # folded into its parameters
                 continue
-            for parent in node.parents:
+            for parent in self._parents(node):
                 if parent is None:
                     continue
                 for via in self.param_sources.get(id(parent), (parent,)):
@@ -786,6 +849,7 @@ def draw(*roots: Any, level: str = "op", show_shapes: bool = True, show_grads: b
     if show_grads is None:
         show_grads = any(node.grad_norm is not None for node in picture.nodes if not node.is_leaf)
     picture.norms, missing = _grad_norms(picture.roots, picture.nodes, bool(show_grads))
+    picture.unrolling.norms(picture.norms)
     if show_grads and not any(unit.grad_norm(picture.norms) is not None for unit in picture.units.values()):
         raise ValueError(f"draw(show_grads=True): no gradients to show: {missing}.")
     if show_values is None:

@@ -3,8 +3,8 @@
 Parameter names, shapes, registration order, gate order and initialisation are PyTorch's, so a
 PyTorch state_dict converted to numpy loads and gives the same numbers. Everything is composed
 from Tensor ops, with no hand-written backward: BPTT is the engine walking the unrolled graph.
-The layers' ``fused=True`` runs each step as one node with a hand-written backward instead
-(``nn.fused``): the same numbers, fewer nodes, faster on small shapes.
+The layers' ``fused=True`` runs each layer direction as one node with a hand-written BPTT instead
+(``nn.fused``): the same numbers, one node instead of 4-14 per step, as fast as hand-written numpy.
 
 Speed: on small shapes the per-step Python work is the cost, so a layer projects the inputs of
 all time steps with one matmul per layer and direction before its loop, then per step does one
@@ -14,7 +14,7 @@ Provenance: every op records its layer, direction (0 forward, 1 reverse) and tim
 that make one gate's value also record the gate (a name from ``LSTM_GATES`` / ``GRU_GATES``).
 Full-width ops (the pre-activation sum, the shared sigmoid) and the state updates carry the step
 but no gate. Each step's new state is named ``h`` (and ``c``), so pictures label it h_t, c_t; a
-fused LSTM's one state tensor [h_t, c_t] is named ``FUSED_LSTM_STATE``.
+fused LSTM's state [h_t, c_t] (one tensor per step in its pictures) is named ``FUSED_LSTM_STATE``.
 
 Variable lengths: ``lengths=`` gives PyTorch's packed-sequence results on a padded batch. Each
 step updates the state only where ``t < length`` (``where``), so the forward direction freezes a
@@ -33,8 +33,7 @@ from .. import provenance
 from ..ops.elementwise import relu, tanh, where
 from ..ops.shape import cat, stack
 from ..tensor import Tensor
-from . import fused as fused_cells
-from . import init
+from . import fused, init
 from .layers import check_probability, check_size, dropout
 from .module import Module, Parameter
 from .utils.rnn import check_lengths, length_mask
@@ -77,9 +76,8 @@ class _ElmanMath:
               here: provenance.Provenance) -> State:
         return (NONLINEARITIES[self.nonlinearity](x_proj + state[0] @ w_hh_t).named("h"),)
 
-    def _fused_step(self, x_proj: Tensor, rows: slice, state: State, w_hh: Tensor,
-                    b_hh: Tensor | None) -> State:
-        return (fused_cells.rnn_cell(x_proj, rows, state[0], w_hh, self.nonlinearity).named("h"),)
+    def _fused_steps(self, steps: int, batch: int, dtype: np.dtype) -> fused.Steps:
+        return fused.ElmanSteps(self.nonlinearity)
 
 
 class _LSTMMath:
@@ -105,20 +103,8 @@ class _LSTMMath:
         c = (f * c + i * g).named("c")
         return (o * c.tanh()).named("h"), c
 
-    def _fused_step(self, x_proj: Tensor, rows: slice, state: State, w_hh: Tensor,
-                    b_hh: Tensor | None) -> State:
-        return (fused_cells.lstm_cell(x_proj, rows, state[0], w_hh).named(FUSED_LSTM_STATE),)
-
-    @staticmethod
-    def _packed(state: State) -> State:
-        """(h, c) as the fused cell's one state tensor [h, c]."""
-        return (cat(state, dim=-1),)
-
-    @staticmethod
-    def _unpacked(state: State) -> State:
-        (hc,) = state
-        size = hc.shape[-1] // 2
-        return hc[..., :size], hc[..., size:]
+    def _fused_steps(self, steps: int, batch: int, dtype: np.dtype) -> fused.Steps:
+        return fused.LSTMSteps(steps, batch, self.hidden_size, dtype)
 
 
 class _GRUMath:
@@ -142,9 +128,8 @@ class _GRUMath:
         provenance.current = here
         return ((n + z * (h - n)).named("h"),)
 
-    def _fused_step(self, x_proj: Tensor, rows: slice, state: State, w_hh: Tensor,
-                    b_hh: Tensor | None) -> State:
-        return (fused_cells.gru_cell(x_proj, rows, state[0], w_hh, b_hh).named("h"),)
+    def _fused_steps(self, steps: int, batch: int, dtype: np.dtype) -> fused.Steps:
+        return fused.GRUSteps(steps, batch, self.hidden_size, dtype)
 
 
 # -- argument checks shared by cells and layers ----------------------------------------------------
@@ -323,10 +308,11 @@ class _RNNBase(Module):
     pack_padded_sequence(enforce_sorted=False) -> layer -> pad_packed_sequence(total_length=T):
     outputs past a sequence's length are zero and its final state comes from its own last step.
 
-    ``fused=True`` runs each time step as one graph node with a hand-written backward
-    (``nn.fused``): the same results (to rounding), 0.4-0.7x the composed layer's time where
-    per-op overhead dominates (few features, long sequences), about the same on large shapes.
-    The default, composed graph is the reference, and its picture shows every gate op.
+    ``fused=True`` runs each layer direction as one graph node with a hand-written forward and
+    BPTT (``nn.fused``): the same results (to rounding), at about the speed of hand-written numpy
+    (README, Performance). Pictures still draw one box per time step and gradient-flow diagnostics
+    still see every h_t; the default, composed graph is the reference, and its picture shows every
+    gate op.
     """
 
     _gate_count: int
@@ -362,16 +348,6 @@ class _RNNBase(Module):
                 for name, shape in zip(names[:count], shapes[:count], strict=True):
                     setattr(self, name, _uniform_parameter(shape, bound))
                 self._weight_names[layer, direction] = names
-
-    @staticmethod
-    def _packed(state: State) -> State:
-        """The state as the fused step takes it (LSTM overrides: one tensor [h, c])."""
-        return state
-
-    @staticmethod
-    def _unpacked(state: State) -> State:
-        """Inverse of ``_packed``."""
-        return state
 
     def _weights(self, layer: int, direction: int) -> tuple[Tensor | None, ...]:
         """(weight_ih, weight_hh, bias_ih, bias_hh) of one layer and direction (biases None if off)."""
@@ -463,32 +439,41 @@ class _RNNBase(Module):
         """One layer in one direction: outputs (T, B, H) and the final state. ``layer_input`` is
         (T * B, features), so one matmul projects every step; step t is rows t*B:(t+1)*B. Steps
         record their t, unless this is one step of the caller's time loop (``_own_time``)."""
+        if self.fused:
+            return self._run_fused(layer_input, state, layer, direction, steps, batch, valid, partial,
+                                   own_time)
         w_ih, w_hh, b_ih, b_hh = self._weights(layer, direction)
         fold = self._folds_hidden_bias
         x_proj = _project(layer_input, w_ih, b_ih, b_hh if fold else None)
         b_step = None if fold else b_hh
-        if self.fused:
-            state = self._packed(state)
-        else:
-            w_hh_t = w_hh.T
+        w_hh_t = w_hh.T
         scope = provenance.current
         outputs: list[Tensor | None] = [None] * steps
         for t in (range(steps - 1, -1, -1) if direction else range(steps)):
             here = provenance.current = scope.at(step=t if own_time else None)
-            rows = slice(t * batch, (t + 1) * batch)
-            if self.fused:
-                new_state = self._fused_step(x_proj, rows, state, w_hh, b_step)
-            else:
-                new_state = self._step(x_proj[rows], state, w_hh_t, b_step, here)
+            new_state = self._step(x_proj[t * batch:(t + 1) * batch], state, w_hh_t, b_step, here)
             if t in partial:  # some sequences are over (forward) or not yet started (reverse) at t
                 new_state = tuple(where(valid[t], new, old).named(new.name)
                                   for new, old in zip(new_state, state, strict=True))
             state = new_state
             outputs[t] = state[0]
         provenance.current = scope
-        if self.fused:  # the packed LSTM outputs [h, c] per step: keep h
-            return self._unpacked((stack(outputs),))[0], self._unpacked(state)
         return stack(outputs), state
+
+    def _run_fused(self, layer_input: Tensor, state: State, layer: int, direction: int, steps: int,
+                   batch: int, valid: np.ndarray | None, partial: frozenset,
+                   own_time: bool) -> tuple[Tensor, State]:
+        """``_run_direction`` as one sequence node (``nn.fused``): outputs (T, B, H) and the final
+        state, split out of the node's every-step states (h, or an LSTM's [h, c])."""
+        cell = self._fused_steps(steps, batch, layer_input.dtype)
+        name = FUSED_LSTM_STATE if self._state_count == 2 else "h"
+        states = fused.sequence(cell, layer_input, self._weights(layer, direction), state, bool(direction),
+                                name, valid, partial, own_time)
+        last = states[0 if direction else steps - 1]
+        if self._state_count == 1:
+            return states, (last,)
+        size = self.hidden_size
+        return states[..., :size], (last[:, :size], last[:, size:])
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
