@@ -140,3 +140,21 @@ def test_fused_layer_keeps_per_step_gradients_only_while_observed() -> None:
         loss.backward()
     assert sequence.unrolled.state_grads.shape == (6, 2, 6)
     assert sequence.unrolled.input_grads.shape == (6, 2, 2)
+
+
+def test_fused_relu_rnn_equals_composed_and_gradchecks() -> None:
+    """The layer fixtures use tanh; relu's derivative is the fused backward's other branch."""
+    composed = ts.nn.RNN(3, 4, nonlinearity="relu", num_layers=2, bidirectional=True).double()
+    fused = ts.nn.RNN(3, 4, nonlinearity="relu", num_layers=2, bidirectional=True, fused=True).double()
+    fused.load_state_dict(composed.state_dict())
+    x = ts.tensor(np.random.default_rng(5).standard_normal((6, 3, 3)), requires_grad=True)
+    results = []
+    for module in (composed, fused):
+        x.grad = None
+        out, h_n = module(x, lengths=[6, 2, 4])
+        ((out * out).sum() + (h_n * h_n).sum()).backward()
+        grads = [p.grad.numpy() for p in module.parameters()]
+        results.append([out.numpy(), h_n.numpy(), x.grad.numpy(), *grads])
+    for mine, reference in zip(*reversed(results), strict=True):
+        np.testing.assert_allclose(mine, reference, rtol=0, atol=1e-12)
+    assert ts.gradcheck(lambda: fused(x, lengths=[6, 2, 4]), [x, *fused.parameters()], atol=1e-7, rtol=1e-5)

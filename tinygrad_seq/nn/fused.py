@@ -3,22 +3,27 @@ BPTT are written in numpy, the layers' ``fused=True`` option.
 
 Why: the composed layer records 4 (RNN) to 14 (LSTM) small ops per time step, and on small shapes
 their Python bookkeeping, not the arithmetic, is the cost. A sequence node does what a hand-written
-BPTT does (``benchmarks/numpy_bptt.py``): arrays preallocated for the sequence, one matmul per step
-forward and one back, and W_hh's gradient as ONE product over all steps. The composed layers stay the
-reference and the default; tests/test_fused.py checks these equal them to 1e-12 in float64 and
-gradchecks them.
+BPTT does (``benchmarks/numpy_bptt.py``): one matmul projects every step's input, arrays are
+preallocated for the sequence, each step does one matmul forward and one back, and each weight's
+gradient is ONE product over all steps. The composed layers stay the reference and the default;
+tests/test_fused.py checks these equal them to 1e-12 in float64 and gradchecks them.
+
+One more thing makes the backward loop short: what does not depend on the gradient flowing back
+through time, the derivatives of the gates' nonlinearities and the factors they multiply, is
+computed for all steps at once before the loop (``prepare``, a few array ops over the whole
+sequence), so each step is left with a handful of multiplies and its matmul.
 
 The unrolled picture survives: the node carries an ``Unrolled`` record from which ``viz`` draws one
 box per time step (op ``rnn_cell`` / ``lstm_cell`` / ``gru_cell``) and ``diagnostics`` read each
 step's dL/dh_t.
 
-Conventions:
-
-- ``x_proj`` (T * B, G * H) is the layer's input projection of every step (``nn.rnn._project``);
-  rows t*B:(t+1)*B are step t. ``w_hh`` is weight_hh itself, (G * H, H).
-- The node's value is every step's state, (T, B, S * H): h_t, or for an LSTM [h_t, c_t] (S = 2).
-- Each cell class below holds its forward step next to its backward step, and the arrays of the
-  whole sequence that its backward reads; ``sequence`` runs the time loop for all three.
+Each cell class below holds its step's forward, what its backward prepares for all steps, and its
+step's backward, with the arrays of the whole sequence these read; ``sequence`` runs the time loops
+for all three. Step arguments: ``x_t`` the step's input projection (B, G*H), ``before`` the state it
+starts from and ``out`` where its state goes, (B, S*H) with S = 2 for an LSTM's [h, c]; backward
+gets ``d_out`` = dL/d(state_t), writes dL/d(x_t) and dL/d(h W_hh^T + b_hh) (``d_x_t``,
+``d_hidden_t``; the same array unless b_hh is added per step) and adds dL/d(before) into
+``d_before``.
 """
 
 from __future__ import annotations
@@ -28,34 +33,51 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import autograd, provenance
-from ..ops.elementwise import logistic
 from ..tensor import Tensor
 
 
+def _sigmoid_into(out: np.ndarray, a: np.ndarray) -> None:
+    """out = sigmoid(a), as 0.5 tanh(a / 2) + 0.5: no overflow for large |a|, and no temporaries."""
+    np.multiply(a, 0.5, out=out)
+    np.tanh(out, out=out)
+    out *= 0.5
+    out += 0.5
+
+
 class ElmanSteps:
-    """h_t = act(x_proj_t + h_{t-1} W_hh^T), act tanh or relu (both biases are in x_proj)."""
+    """h_t = act(x_t + h_{t-1} W_hh^T), act tanh or relu (both biases are in x_t)."""
 
     op, sequence_op, state_count, folds_hidden_bias = "rnn_cell", "rnn_sequence", 1, True
 
     def __init__(self, nonlinearity: str) -> None:
-        self.tanh = nonlinearity == "tanh"  # else relu; the derivative reads the output either way
+        self.tanh = nonlinearity == "tanh"  # else relu
 
-    def forward(self, t: int, x_t: np.ndarray, h: np.ndarray, w_hh_t: np.ndarray, b_hh: np.ndarray | None,
-                out: np.ndarray) -> None:
-        pre = x_t + h @ w_hh_t
+    def forward(self, t: int, x_t: np.ndarray, before: np.ndarray, w_hh_t: np.ndarray,
+                b_hh: np.ndarray | None, out: np.ndarray) -> None:
+        pre = before @ w_hh_t
+        pre += x_t
         if self.tanh:
             np.tanh(pre, out=out)
         else:
             np.maximum(pre, 0, out=out)
 
-    def backward(self, t: int, d_out: np.ndarray, h: np.ndarray, out: np.ndarray, w_hh: np.ndarray,
-                 d_x_t: np.ndarray, d_hidden_t: np.ndarray) -> np.ndarray:
-        np.multiply(d_out, 1 - out * out if self.tanh else out > 0, out=d_x_t)
-        return d_x_t @ w_hh
+    def prepare(self, x: np.ndarray, befores: np.ndarray, states: np.ndarray) -> None:
+        """act'(pre) for every step, from the outputs, into x's memory (the forward is done with it)."""
+        self.slope = x
+        if self.tanh:
+            np.multiply(states, states, out=x)
+            np.subtract(1, x, out=x)
+        else:
+            np.greater(states, 0, out=x)
+
+    def backward(self, t: int, d_out: np.ndarray, w_hh: np.ndarray, d_x_t: np.ndarray,
+                 d_hidden_t: np.ndarray, d_before: np.ndarray) -> None:
+        np.multiply(d_out, self.slope[t], out=d_x_t)
+        d_before += d_x_t @ w_hh
 
 
 class LSTMSteps:
-    """Gates x_proj_t + h_{t-1} W_hh^T in blocks i, f, g, o (sigmoid, sigmoid, tanh, sigmoid);
+    """Gates x_t + h_{t-1} W_hh^T in blocks i, f, g, o (sigmoid, sigmoid, tanh, sigmoid);
     c_t = f c_{t-1} + i g, h_t = o tanh(c_t). The state is [h, c] (B, 2H)."""
 
     op, sequence_op, state_count, folds_hidden_bias = "lstm_cell", "lstm_sequence", 2, True
@@ -65,37 +87,57 @@ class LSTMSteps:
         self.act = np.empty((steps, batch, 4 * hidden), dtype)  # i, f, g, o after their nonlinearity
         self.tanh_c = np.empty((steps, batch, hidden), dtype)
 
-    def forward(self, t: int, x_t: np.ndarray, hc: np.ndarray, w_hh_t: np.ndarray, b_hh: np.ndarray | None,
-                out: np.ndarray) -> None:
-        size = self.hidden
-        gates = x_t + hc[:, :size] @ w_hh_t
-        act = self.act[t]
-        act[:] = logistic(gates)  # i, f, o; the g block is replaced by its tanh
+    def forward(self, t: int, x_t: np.ndarray, before: np.ndarray, w_hh_t: np.ndarray,
+                b_hh: np.ndarray | None, out: np.ndarray) -> None:
+        size, act = self.hidden, self.act[t]
+        gates = before[:, :size] @ w_hh_t
+        gates += x_t
+        _sigmoid_into(act, gates)  # i, f, o; the g block is replaced by its tanh
         np.tanh(gates[:, 2 * size:3 * size], out=act[:, 2 * size:3 * size])
-        i, f, g, o = (act[:, k * size:(k + 1) * size] for k in range(4))
         c = out[:, size:]
-        np.add(f * hc[:, size:], i * g, out=c)
-        np.multiply(o, np.tanh(c, out=self.tanh_c[t]), out=out[:, :size])
+        np.multiply(act[:, size:2 * size], before[:, size:], out=c)
+        c += act[:, :size] * act[:, 2 * size:3 * size]
+        np.multiply(act[:, 3 * size:], np.tanh(c, out=self.tanh_c[t]), out=out[:, :size])
 
-    def backward(self, t: int, d_hc: np.ndarray, hc: np.ndarray, out: np.ndarray, w_hh: np.ndarray,
-                 d_x_t: np.ndarray, d_hidden_t: np.ndarray) -> np.ndarray:
+    def prepare(self, x: np.ndarray, befores: np.ndarray, states: np.ndarray) -> None:
+        """For every step: dgates = [g i', c_{t-1} f', i g', tanh(c) o'] (x's memory), by which
+        dL/dc_t and dL/dh_t multiply into the gates' gradient, and o tanh'(c) (tanh_c's memory)."""
         size = self.hidden
-        i, f, g, o = (self.act[t, :, k * size:(k + 1) * size] for k in range(4))
-        tanh_c = self.tanh_c[t]
-        d_h, d_c = d_hc[:, :size], d_hc[:, size:]
-        d_c += d_h * o * (1 - tanh_c * tanh_c)  # in place: d_hc keeps dL/dc_t through h_t too, for pictures
-        d_x_t[:, :size] = d_c * g * (1 - i) * i
-        d_x_t[:, size:2 * size] = d_c * hc[:, size:] * (1 - f) * f
-        d_x_t[:, 2 * size:3 * size] = d_c * i * (1 - g * g)
-        d_x_t[:, 3 * size:] = d_h * tanh_c * (1 - o) * o
-        return np.concatenate([d_x_t @ w_hh, d_c * f], axis=1)
+        i, f, g, o = (self.act[..., k * size:(k + 1) * size] for k in range(4))
+        self.dgates = x
+        for k, (factor, gate) in enumerate(((g, i), (befores[..., size:], f), (i, None), (self.tanh_c, o))):
+            block = x[..., k * size:(k + 1) * size]
+            if gate is None:  # g = tanh: g' = 1 - g^2
+                np.multiply(g, g, out=block)
+                np.subtract(1, block, out=block)
+            else:  # a sigmoid: s' = s (1 - s)
+                np.subtract(1, gate, out=block)
+                block *= gate
+            block *= factor
+        self.o_tanh_slope = self.tanh_c
+        np.multiply(self.tanh_c, self.tanh_c, out=self.o_tanh_slope)
+        np.subtract(1, self.o_tanh_slope, out=self.o_tanh_slope)
+        self.o_tanh_slope *= o
+
+    def backward(self, t: int, d_out: np.ndarray, w_hh: np.ndarray, d_x_t: np.ndarray,
+                 d_hidden_t: np.ndarray, d_before: np.ndarray) -> None:
+        size, batch = self.hidden, len(d_out)
+        d_h, d_c = d_out[:, :size], d_out[:, size:]
+        d_c += d_h * self.o_tanh_slope[t]  # in place: d_out keeps dL/dc_t through h_t too, for pictures
+        dgates = self.dgates[t]
+        # i, f, g: dL/dc_t times their factor, as (B, 3, H) views; o: dL/dh_t times its factor
+        np.multiply(dgates[:, :3 * size].reshape(batch, 3, size), d_c[:, None, :],
+                    out=d_x_t[:, :3 * size].reshape(batch, 3, size))
+        np.multiply(dgates[:, 3 * size:], d_h, out=d_x_t[:, 3 * size:])
+        d_before[:, :size] += d_x_t @ w_hh
+        d_before[:, size:] += d_c * self.act[t, :, size:2 * size]
 
 
 class GRUSteps:
-    """With hp = h_{t-1} W_hh^T + b_hh in blocks r, z, n (x_proj holds b_ih only):
-    r, z = sigmoid(x_proj_t + hp) (first two blocks), n = tanh(x_n + r * hp_n), h_t = n + z (h_{t-1} - n).
-    b_hh cannot fold into x_proj (r scales its n block), so the gradients of x_proj and of hp differ
-    in the n block: ``d_x_t`` and ``d_hidden_t``."""
+    """With hp = h_{t-1} W_hh^T + b_hh in blocks r, z, n (x_t holds b_ih only):
+    r, z = sigmoid(x_t + hp) (first two blocks), n = tanh(x_n + r * hp_n), h_t = n + z (h_{t-1} - n).
+    b_hh cannot fold into x_t (r scales its n block), so the gradients of x_t and of hp differ in the
+    n block: ``d_x_t`` and ``d_hidden_t``."""
 
     op, sequence_op, state_count, folds_hidden_bias = "gru_cell", "gru_sequence", 1, False
 
@@ -104,31 +146,52 @@ class GRUSteps:
         self.act = np.empty((steps, batch, 3 * hidden), dtype)  # r, z, n
         self.hp_n = np.empty((steps, batch, hidden), dtype)  # h W_hn^T + b_hn, which r scales
 
-    def forward(self, t: int, x_t: np.ndarray, h: np.ndarray, w_hh_t: np.ndarray, b_hh: np.ndarray | None,
-                out: np.ndarray) -> None:
-        size = self.hidden
-        hp = h @ w_hh_t
+    def forward(self, t: int, x_t: np.ndarray, before: np.ndarray, w_hh_t: np.ndarray,
+                b_hh: np.ndarray | None, out: np.ndarray) -> None:
+        size, act, hp_n = self.hidden, self.act[t], self.hp_n[t]
+        hp = before @ w_hh_t
         if b_hh is not None:
             hp += b_hh
-        act = self.act[t]
-        act[:, :2 * size] = logistic(x_t[:, :2 * size] + hp[:, :2 * size])
-        r, z = act[:, :size], act[:, size:2 * size]
-        hp_n = self.hp_n[t]
+        rz = hp[:, :2 * size]
+        rz += x_t[:, :2 * size]
+        _sigmoid_into(act[:, :2 * size], rz)
+        r, z, n = act[:, :size], act[:, size:2 * size], act[:, 2 * size:]
         hp_n[:] = hp[:, 2 * size:]
-        n = np.tanh(x_t[:, 2 * size:] + r * hp_n, out=act[:, 2 * size:])
-        np.add(n, z * (h - n), out=out)
+        np.multiply(r, hp_n, out=n)
+        n += x_t[:, 2 * size:]
+        np.tanh(n, out=n)
+        np.subtract(before, n, out=out)
+        out *= z
+        out += n
 
-    def backward(self, t: int, d_out: np.ndarray, h: np.ndarray, out: np.ndarray, w_hh: np.ndarray,
-                 d_x_t: np.ndarray, d_hidden_t: np.ndarray) -> np.ndarray:
+    def prepare(self, x: np.ndarray, befores: np.ndarray, states: np.ndarray) -> None:
+        """For every step, into x's memory: [hp_n r', (h_{t-1} - n) z', (1 - z) n'], the factors by
+        which dL/dn_pre (r), dL/dh_t (z) and dL/dh_t (n) become the gates' gradient."""
         size = self.hidden
-        r, z, n = (self.act[t, :, k * size:(k + 1) * size] for k in range(3))
-        d_n_pre = d_out * (1 - z) * (1 - n * n)
-        d_x_t[:, :size] = d_n_pre * self.hp_n[t] * (1 - r) * r
-        d_x_t[:, size:2 * size] = d_out * (h - n) * (1 - z) * z
-        d_x_t[:, 2 * size:] = d_n_pre
+        r, z, n = (self.act[..., k * size:(k + 1) * size] for k in range(3))
+        self.factors = x
+        d_r, d_z, d_n = (x[..., k * size:(k + 1) * size] for k in range(3))
+        np.subtract(1, r, out=d_r)
+        d_r *= r
+        d_r *= self.hp_n
+        np.subtract(1, z, out=d_z)
+        d_z *= z
+        d_z *= befores - n
+        np.multiply(n, n, out=d_n)
+        np.subtract(1, d_n, out=d_n)
+        d_n *= 1 - z
+
+    def backward(self, t: int, d_out: np.ndarray, w_hh: np.ndarray, d_x_t: np.ndarray,
+                 d_hidden_t: np.ndarray, d_before: np.ndarray) -> None:
+        size, factors = self.hidden, self.factors[t]
+        d_n_pre = d_x_t[:, 2 * size:]
+        np.multiply(d_out, factors[:, 2 * size:], out=d_n_pre)
+        np.multiply(d_n_pre, factors[:, :size], out=d_x_t[:, :size])
+        np.multiply(d_out, factors[:, size:2 * size], out=d_x_t[:, size:2 * size])
         d_hidden_t[:, :2 * size] = d_x_t[:, :2 * size]
-        d_hidden_t[:, 2 * size:] = d_n_pre * r
-        return d_out * z + d_hidden_t @ w_hh
+        np.multiply(d_n_pre, self.act[t, :, :size], out=d_hidden_t[:, 2 * size:])
+        d_before += d_out * self.act[t, :, size:2 * size]
+        d_before += d_hidden_t @ w_hh
 
 
 Steps = ElmanSteps | LSTMSteps | GRUSteps
@@ -190,6 +253,7 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
             np.copyto(chain[t + after], chain[t + 1 - after], where=~valid[t])
     states = chain[after:after + steps]
     unrolled = Unrolled(cell.op, state_name, steps, reverse, provenance.ROOT, own_time)
+    prepared = False
 
     def backward(g: np.ndarray) -> tuple:
         # d_chain[t + after] becomes dL/d(state_t): each step adds what it passes to the state before it
@@ -198,16 +262,19 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
         d_chain[steps if reverse else 0] = 0
         d_x = np.empty_like(x)  # dL/d(x_proj_t)
         d_hidden = d_x if cell.folds_hidden_bias else np.empty_like(x)  # dL/d(h_{t-1} W_hh^T + b_hh)
+        nonlocal prepared
+        starts = chain[1 - after:1 - after + steps]
+        if not prepared:  # once: it overwrites x, and backward may run again (retain_graph=True)
+            cell.prepare(x, starts, states)
+            prepared = True
         for t in reversed(order):
-            d_state = d_chain[t + after]
+            d_state, d_before = d_chain[t + after], d_chain[t + 1 - after]
             if t in partial:  # a sequence that kept its state passes the gradient through unchanged
-                d_chain[t + 1 - after] += np.where(valid[t], 0, d_state)
+                d_before += np.where(valid[t], 0, d_state)
                 d_state = np.where(valid[t], d_state, 0)
-            d_chain[t + 1 - after] += cell.backward(t, d_state, chain[t + 1 - after], chain[t + after],
-                                                    weight, d_x[t], d_hidden[t])
+            cell.backward(t, d_state, weight, d_x[t], d_hidden[t], d_before)
             if t in partial:  # what the cell left in d_state for the valid rows (an LSTM's full dL/dc_t)
                 np.copyto(d_chain[t + after], d_state, where=valid[t])
-        starts = chain[1 - after:1 - after + steps]
         grads = _input_grads(d_x, d_hidden, inputs, starts[..., :hidden], layer_input.requires_grad, weights)
         if autograd.observers:
             unrolled.state_grads = d_chain[after:after + steps]
