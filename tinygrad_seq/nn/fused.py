@@ -22,8 +22,8 @@ step's backward, with the arrays of the whole sequence these read; ``sequence`` 
 for all three. Step arguments: ``x_t`` the step's input projection (B, G*H), ``before`` the state it
 starts from and ``out`` where its state goes, (B, S*H) with S = 2 for an LSTM's [h, c]; backward
 gets ``d_out`` = dL/d(state_t), writes dL/d(x_t) and dL/d(h W_hh^T + b_hh) (``d_x_t``,
-``d_hidden_t``; the same array unless b_hh is added per step) and adds dL/d(before) into
-``d_before``.
+``d_hidden_t``; the same array unless b_hh is added per step) and returns dL/d(before) through
+the step.
 """
 
 from __future__ import annotations
@@ -71,9 +71,9 @@ class ElmanSteps:
             np.greater(states, 0, out=x)
 
     def backward(self, t: int, d_out: np.ndarray, w_hh: np.ndarray, d_x_t: np.ndarray,
-                 d_hidden_t: np.ndarray, d_before: np.ndarray) -> None:
+                 d_hidden_t: np.ndarray) -> np.ndarray:
         np.multiply(d_out, self.slope[t], out=d_x_t)
-        d_before += d_x_t @ w_hh
+        return d_x_t @ w_hh
 
 
 class LSTMSteps:
@@ -120,7 +120,7 @@ class LSTMSteps:
         self.o_tanh_slope *= o
 
     def backward(self, t: int, d_out: np.ndarray, w_hh: np.ndarray, d_x_t: np.ndarray,
-                 d_hidden_t: np.ndarray, d_before: np.ndarray) -> None:
+                 d_hidden_t: np.ndarray) -> np.ndarray:
         size, batch = self.hidden, len(d_out)
         d_h, d_c = d_out[:, :size], d_out[:, size:]
         d_c += d_h * self.o_tanh_slope[t]  # in place: d_out keeps dL/dc_t through h_t too, for pictures
@@ -129,8 +129,10 @@ class LSTMSteps:
         np.multiply(dgates[:, :3 * size].reshape(batch, 3, size), d_c[:, None, :],
                     out=d_x_t[:, :3 * size].reshape(batch, 3, size))
         np.multiply(dgates[:, 3 * size:], d_h, out=d_x_t[:, 3 * size:])
-        d_before[:, :size] += d_x_t @ w_hh
-        d_before[:, size:] += d_c * self.act[t, :, size:2 * size]
+        d_before = np.empty_like(d_out)
+        np.matmul(d_x_t, w_hh, out=d_before[:, :size])
+        np.multiply(d_c, self.act[t, :, size:2 * size], out=d_before[:, size:])
+        return d_before
 
 
 class GRUSteps:
@@ -182,7 +184,7 @@ class GRUSteps:
         d_n *= 1 - z
 
     def backward(self, t: int, d_out: np.ndarray, w_hh: np.ndarray, d_x_t: np.ndarray,
-                 d_hidden_t: np.ndarray, d_before: np.ndarray) -> None:
+                 d_hidden_t: np.ndarray) -> np.ndarray:
         size, factors = self.hidden, self.factors[t]
         d_n_pre = d_x_t[:, 2 * size:]
         np.multiply(d_out, factors[:, 2 * size:], out=d_n_pre)
@@ -190,8 +192,9 @@ class GRUSteps:
         np.multiply(d_out, factors[:, size:2 * size], out=d_x_t[:, size:2 * size])
         d_hidden_t[:, :2 * size] = d_x_t[:, :2 * size]
         np.multiply(d_n_pre, self.act[t, :, :size], out=d_hidden_t[:, 2 * size:])
+        d_before = d_hidden_t @ w_hh
         d_before += d_out * self.act[t, :, size:2 * size]
-        d_before += d_hidden_t @ w_hh
+        return d_before
 
 
 Steps = ElmanSteps | LSTMSteps | GRUSteps
@@ -256,31 +259,28 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
     prepared = False
 
     def backward(g: np.ndarray) -> tuple:
-        # d_chain[t + after] becomes dL/d(state_t): each step adds what it passes to the state before it
-        d_chain = np.empty_like(chain)
-        d_chain[after:after + steps] = g
-        d_chain[steps if reverse else 0] = 0
-        d_x = np.empty_like(x)  # dL/d(x_proj_t)
-        d_hidden = d_x if cell.folds_hidden_bias else np.empty_like(x)  # dL/d(h_{t-1} W_hh^T + b_hh)
         nonlocal prepared
         starts = chain[1 - after:1 - after + steps]
         if not prepared:  # once: it overwrites x, and backward may run again (retain_graph=True)
             cell.prepare(x, starts, states)
             prepared = True
+        d_x = np.empty_like(x)  # dL/d(x_t)
+        d_hidden = d_x if cell.folds_hidden_bias else np.empty_like(x)  # dL/d(h_{t-1} W_hh^T + b_hh)
+        kept = np.empty_like(states) if autograd.observers else None  # each dL/d(state_t), for pictures
+        d_before = np.zeros_like(chain[0])  # dL/d(state_{t-1}) through step t (forward order)
         for t in reversed(order):
-            d_state, d_before = d_chain[t + after], d_chain[t + 1 - after]
+            d_state = d_before + g[t]  # dL/d(state_t): through the step after, and directly
+            d_cell = np.where(valid[t], d_state, 0) if t in partial else d_state
+            d_before = cell.backward(t, d_cell, weight, d_x[t], d_hidden[t])
             if t in partial:  # a sequence that kept its state passes the gradient through unchanged
                 d_before += np.where(valid[t], 0, d_state)
-                d_state = np.where(valid[t], d_state, 0)
-            cell.backward(t, d_state, weight, d_x[t], d_hidden[t], d_before)
-            if t in partial:  # what the cell left in d_state for the valid rows (an LSTM's full dL/dc_t)
-                np.copyto(d_chain[t + after], d_state, where=valid[t])
+            if kept is not None:  # with what the cell left in d_cell: an LSTM's full dL/dc_t
+                kept[t] = np.where(valid[t], d_cell, d_state) if t in partial else d_cell
         grads = _input_grads(d_x, d_hidden, inputs, starts[..., :hidden], layer_input.requires_grad, weights)
-        if autograd.observers:
-            unrolled.state_grads = d_chain[after:after + steps]
+        if kept is not None:
+            unrolled.state_grads = kept
             unrolled.input_grads = None if grads[0] is None else grads[0].reshape(steps, batch, -1)
-        d_first = d_chain[steps if reverse else 0]
-        return (*grads, *(d_first[:, k * hidden:(k + 1) * hidden] for k in range(len(initial))))
+        return (*grads, *(d_before[:, k * hidden:(k + 1) * hidden] for k in range(len(initial))))
 
     out = Tensor.from_op(states, cell.sequence_op, (layer_input, *weights, *initial), backward)
     if out._node is not None:
