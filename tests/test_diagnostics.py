@@ -162,6 +162,26 @@ def test_layer_gradient_flow_keeps_each_run_of_a_layer_apart_and_fused_matches_c
                                rtol=1e-10)
 
 
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_layer_gradient_flow_finds_the_layers_when_the_loss_uses_only_the_final_state(rng, kind):
+    """A many-to-one classifier on h_n never touches the output sequence; every layer's states are
+    still in the graph, and composed and fused layers report the same norms for them."""
+    x = ts.tensor(rng.standard_normal((5, 2, 3)))
+    flows = []
+    for fused in (False, True):
+        ts.manual_seed(2)
+        layer = getattr(ts.nn, kind)(3, 4, num_layers=2, bidirectional=True, fused=fused).double()
+        _, state = layer(x, lengths=[5, 3])
+        h_n = state[0] if kind == "LSTM" else state
+        flows.append(diagnostics.layer_gradient_flow((h_n[-2:] ** 2).sum()))  # the top layer's directions
+    composed, fused = flows
+    assert sorted(composed) == sorted(fused) == [(kind, n, d) for n in (0, 1) for d in (0, 1)]
+    for key in composed:
+        np.testing.assert_allclose(fused[key], composed[key], rtol=1e-12, atol=1e-15)
+    # the top forward direction's last state is h_n itself: its gradient is 2 h_n, nothing else
+    np.testing.assert_allclose(composed[kind, 1, 0][-1], np.linalg.norm(2 * h_n[-2].numpy()), rtol=1e-12)
+
+
 def test_layer_gradient_flow_of_a_layer_run_without_a_module_path(rng):
     lstm, gru = ts.nn.LSTM(2, 3).double(), ts.nn.GRU(3, 3).double()
     out, _ = lstm.forward(ts.tensor(rng.standard_normal((4, 1, 2))))  # forward(): no module scope

@@ -1,7 +1,7 @@
-"""``fused=True`` layers (one node per step, hand-written backward in ``nn.fused``) against the
-composed layers, the reference: every output and gradient to 1e-12 in float64 on every layer
-configuration, finite differences (``ts.gradcheck``), and the unrolled picture (one node per
-step, with its step, layer and direction)."""
+"""``fused=True`` layers (one node per layer direction, forward and BPTT written in ``nn.fused``)
+against the composed layers, the reference: every output and gradient to 1e-12 in float64 on every
+layer configuration, finite differences (``ts.gradcheck``), and the unrolled picture (one box per
+step, with its step, layer and direction, coloured as the composed layer's)."""
 
 from __future__ import annotations
 
@@ -127,19 +127,43 @@ def test_fused_steps_are_coloured_by_the_gradient_through_time_as_the_composed_o
     assert norms[0] == composed and sorted(norms[1]) == sorted(fused)  # recorded = computed
 
 
-def test_fused_layer_keeps_per_step_gradients_only_while_observed() -> None:
-    """Pictures and diagnostics read each step's gradient from the sequence node; training alone
-    must not keep a sequence-sized array on the graph."""
-    lstm = ts.nn.LSTM(2, 3, fused=True)
-    out, _ = lstm(ts.randn(6, 2, 2, requires_grad=True))
-    loss = out.sum()
+def test_fused_layer_keeps_per_step_norms_only_while_observed() -> None:
+    """Pictures and diagnostics read each step's gradient norm from the sequence node; training alone
+    keeps nothing extra, and observing keeps a few floats per step, nothing sequence-sized."""
+    lstm = ts.nn.LSTM(2, 3, fused=True).double()
+    x = ts.randn(6, 2, 2, dtype=np.float64, requires_grad=True)
+    out, _ = lstm(x)
+    loss = (out * out).sum()
     (sequence,) = [n for n in topological_order(loss._node) if n.unrolled is not None]
     loss.backward(retain_graph=True)
-    assert sequence.unrolled.state_grads is None and sequence.unrolled.input_grads is None
+    kept = sequence.unrolled
+    assert kept.state_norms is None and kept.h_norms is None and kept.input_norms is None
     with ts.viz.record_grad_norms():
+        loss.backward(retain_graph=True)
+    assert kept.state_norms.shape == kept.h_norms.shape == kept.input_norms.shape == (6,)
+    # the input's norm per step is its gradient's: x.grad holds two backwards' worth by now
+    np.testing.assert_allclose(kept.input_norms, np.linalg.norm(x.grad.numpy().reshape(6, -1), axis=1) / 2)
+    assert np.all(kept.state_norms >= kept.h_norms) and np.all(kept.h_norms > 0)
+
+
+def test_fused_backward_uses_the_weights_of_its_forward() -> None:
+    """An optimizer step between two backwards of one graph replaces the weights' arrays; the graph
+    must still differentiate what its forward computed, as the composed graph does."""
+    grads = []
+    for fused in (False, True):
+        ts.manual_seed(4)
+        gru = ts.nn.GRU(2, 3, fused=fused).double()
+        x = ts.tensor(np.random.default_rng(4).standard_normal((5, 2, 2)), requires_grad=True)
+        out, _ = gru(x)
+        loss = (out * out).sum()
+        loss.backward(retain_graph=True)
+        first = x.grad.numpy().copy()
+        ts.optim.SGD(gru.parameters(), lr=0.5).step()
+        x.grad = None
         loss.backward()
-    assert sequence.unrolled.state_grads.shape == (6, 2, 6)
-    assert sequence.unrolled.input_grads.shape == (6, 2, 2)
+        np.testing.assert_allclose(x.grad.numpy(), first, rtol=1e-12)
+        grads.append(first)
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-12)
 
 
 def test_fused_relu_rnn_equals_composed_and_gradchecks() -> None:

@@ -25,7 +25,7 @@ import numpy as np
 from . import creation, provenance
 from .autograd import Node, enable_grad, no_grad, observe_backward, run_backward, topological_order
 from .nn.module import Module
-from .nn.rnn import FUSED_LSTM_STATE, GRU, GRU_GATES, LSTM, LSTM_GATES, RNN, GRUCell, LSTMCell, RNNCell
+from .nn.rnn import GRU, GRU_GATES, LSTM, LSTM_GATES, RNN, GRUCell, LSTMCell, RNNCell
 from .provenance import Provenance
 from .tensor import Tensor
 
@@ -92,29 +92,27 @@ def _step_norms(grad: np.ndarray | None, shape: tuple, directions: int, time_axi
     return np.stack([np.linalg.norm(part, axis=1) for part in moved])
 
 
-def _norms_through_time(loss: Tensor, directions: list[list[Node] | Node], owner: str) -> list[np.ndarray]:
-    """||dL/dh_t|| per step of each layer direction, from one extra backward. A direction is its
-    per-step states, or a fused layer's sequence node, whose backward keeps every step's dL/d state_t
-    while observed (``nn.fused.Unrolled``); of a fused LSTM's [h_t, c_t], the h half: the same
-    numbers as the composed layer's h_t."""
-    nodes = [node for states in directions for node in (states if isinstance(states, list) else [states])]
-    grads = iter(_gradients_at(loss, nodes, owner))
+StepState = tuple[Node, int | None]
+"""One time step's state: (a node holding h_t, None), or (a fused layer's sequence node, t)."""
+
+
+def _norms_through_time(loss: Tensor, directions: list[list[StepState]], owner: str) -> list[np.ndarray]:
+    """||dL/dh_t|| per step of each layer direction, from one extra backward: of a state node, the
+    norm of its gradient; of a fused layer's step, the norm its sequence node's backward keeps while
+    observed (``nn.fused.Unrolled.h_norms``: the same numbers as the composed layer's h_t)."""
+    nodes = list({id(node): node for states in directions for node, _ in states}.values())
+    grads = dict(zip(map(id, nodes), _gradients_at(loss, nodes, owner), strict=True))
     norms = []
     for states in directions:
-        if isinstance(states, list):
-            norms.append(np.array([_step_norms(_h_part(next(grads), node), node.shape, 1, None)[0]
-                                   for node in states]))
-        else:
-            reached = next(grads) is not None
-            step_grads = _h_part(states.unrolled.state_grads if reached else np.zeros(states.shape), states)
-            norms.append(np.linalg.norm(step_grads.reshape(len(step_grads), -1).astype(np.float64), axis=1))
+        row = []
+        for node, t in states:
+            grad = grads[id(node)]
+            if t is None:
+                row.append(_step_norms(grad, node.shape, 1, None)[0])
+            else:  # backward never reached it: zero
+                row.append(0.0 if grad is None else node.unrolled.h_norms[t])
+        norms.append(np.array(row))
     return norms
-
-
-def _h_part(grad: np.ndarray | None, node: Node) -> np.ndarray | None:
-    if grad is None or node.name != FUSED_LSTM_STATE:
-        return grad
-    return grad[..., :grad.shape[-1] // 2]
 
 
 _REARRANGING_OPS = frozenset({"transpose", "where", "cat", "squeeze", "getitem"})
@@ -124,25 +122,43 @@ def _recurrence_of(prov: Provenance) -> tuple:
     return prov.module, prov.call, prov.layer, prov.direction
 
 
-def _direction_steps(node: Node) -> tuple[tuple, list[Node] | Node] | None:
-    """((module, call, layer, direction), its per-step states in time order) if ``node`` is the
-    ``stack`` that ends one direction of a recurrent layer's run (each input carries its step);
-    for a fused layer's sequence node, (that group, the node)."""
+def _direction_steps(node: Node) -> tuple[tuple, list[StepState]] | None:
+    """((module, call, layer, direction), its per-step states in time order) if ``node`` ends one
+    direction of a recurrent layer's run: the ``stack`` of its states (each input carrying its
+    step), or a fused layer's sequence node."""
     prov = node.prov
     if prov is None or prov.layer is None or prov.step is not None:
         return None
     group = _recurrence_of(prov)
     if node.unrolled is not None:
-        return group, node
+        return group, [(node, t) for t in range(node.unrolled.steps)]
     if node.op != "stack":
         return None
     if not all(p is not None and p.prov is not None and p.prov.step is not None
                and _recurrence_of(p.prov) == group for p in node.parents):
         return None
-    return group, sorted(node.parents, key=lambda p: p.prov.step)
+    return group, [(p, None) for p in sorted(node.parents, key=lambda p: p.prov.step)]
 
 
-def _layer_output_steps(node: Node) -> list[tuple[tuple, list[Node] | Node]] | None:
+def _layer_states(nodes: list[Node]) -> dict[tuple, list[StepState]]:
+    """Each recurrent layer direction's per-step states in time order, by (module, call, layer,
+    direction): what a layer names ``h`` at each step (at a masked step the masked state, made
+    last), and each step of a fused layer's sequence node. Found whichever output the loss uses."""
+    found: dict[tuple, dict[int, StepState]] = {}
+    for node in reversed(nodes):  # oldest first
+        if node.unrolled is not None:
+            places = [(node.unrolled.step_provenance(t), t) for t in range(node.unrolled.steps)]
+        elif node.name == "h":
+            places = [(node.prov, None)]
+        else:
+            continue
+        for prov, t in places:
+            if prov is not None and prov.layer is not None and prov.step is not None:
+                found.setdefault(_recurrence_of(prov), {})[prov.step] = (node, t)
+    return {group: [states[t] for t in sorted(states)] for group, states in found.items()}
+
+
+def _layer_output_steps(node: Node) -> list[tuple[tuple, list[StepState]]] | None:
     """The per-direction step states behind a recurrent layer's ``output``, forward first, or None
     if ``node`` is anything else. The output is made from the last layer's direction stacks by
     rearranging ops only (concatenating directions, masking padding, transposing), all recorded
@@ -227,14 +243,14 @@ def layer_gradient_flow(loss: Tensor) -> dict[tuple[str | None, int, int], np.nd
     Keys are (module path, layer, direction); values have one norm per time step, in time order
     (t = 0 .. T-1, also for the reverse direction). A layer run more than once (called twice, or
     two layers with the same path) gets one key per run: "path #1", "path #2", ... in call order.
-    The states are found from provenance: each layer direction ends with a ``stack`` of its
-    per-step outputs h_t, recorded with the layer, direction and run (``call``), whose inputs each
-    carry their time step; a fused layer direction is one node that keeps each step's dL/dh_t
-    while observed. Same side-effect rules as gradient_flow.
+    The states are found from provenance, whether the loss uses the layer's output or only its
+    final state: each step's state is named ``h`` and recorded with its layer, direction, run
+    (``call``) and time step; a fused layer direction is one node that keeps each step's norm while
+    observed. Same side-effect rules as gradient_flow.
     """
     owner = "layer_gradient_flow"
     _check_loss(loss, owner)
-    groups = dict(filter(None, map(_direction_steps, topological_order(loss._node))))
+    groups = _layer_states(topological_order(loss._node))
     if not groups:
         raise ValueError(f"{owner}: loss does not depend on any recurrent layer (RNN, LSTM, GRU) output")
     names = provenance.run_names((module, call) for module, call, _, _ in groups)

@@ -137,7 +137,8 @@ class _Digraph(graphviz.Digraph):
 
 @contextmanager
 def record_grad_norms() -> Iterator[None]:
-    """Store on every node that backward reaches the norm of its gradient (``Node.grad_norm``).
+    """Store on every node that backward reaches the norm of its gradient (``Node.grad_norm``; a fused
+    layer's node also keeps each of its steps' norms, ``nn.fused.Unrolled``).
 
     ``with ts.viz.record_grad_norms(): loss.backward()`` and then ``draw(loss, show_grads=True)``.
     Opt-in, because normal training should not pay for a norm per op. A later backward through
@@ -282,12 +283,12 @@ class _Unrolling:
         return node
 
     def norms(self, norms: dict[int, float]) -> None:
-        """Add the stand-ins' gradient norms to ``norms``, for the sequence nodes that have one (the
-        per-step gradients their backward kept then)."""
+        """Add the stand-ins' gradient norms to ``norms``, for the sequence nodes that have one (from
+        the per-step norms their backward kept then)."""
         for key, (sequence, t, part) in self.origins.items():
-            grads = sequence.unrolled.state_grads if part == "state" else sequence.unrolled.input_grads
-            if id(sequence) in norms and grads is not None:
-                norms[key] = float(np.linalg.norm(grads[t]))
+            kept = sequence.unrolled.state_norms if part == "state" else sequence.unrolled.input_norms
+            if id(sequence) in norms and kept is not None:
+                norms[key] = float(kept[t])
 
 
 def _parameter_names(params: Iterable[tuple[str, Tensor]] | Mapping[str, Tensor] | None) -> dict[int, str]:

@@ -14,16 +14,18 @@ computed for all steps at once before the loop (``prepare``, a few array ops ove
 sequence), so each step is left with a handful of multiplies and its matmul.
 
 The unrolled picture survives: the node carries an ``Unrolled`` record from which ``viz`` draws one
-box per time step (op ``rnn_cell`` / ``lstm_cell`` / ``gru_cell``) and ``diagnostics`` read each
-step's dL/dh_t.
+box per time step (op ``rnn_cell`` / ``lstm_cell`` / ``gru_cell``), and on which backward leaves each
+step's gradient norms while observed (``viz.record_grad_norms``, ``diagnostics``).
 
 Each cell class below holds its step's forward, what its backward prepares for all steps, and its
 step's backward, with the arrays of the whole sequence these read; ``sequence`` runs the time loops
-for all three. Step arguments: ``x_t`` the step's input projection (B, G*H), ``before`` the state it
-starts from and ``out`` where its state goes, (B, S*H) with S = 2 for an LSTM's [h, c]; backward
-gets ``d_out`` = dL/d(state_t), writes dL/d(x_t) and dL/d(h W_hh^T + b_hh) (``d_x_t``,
-``d_hidden_t``; the same array unless b_hh is added per step) and returns dL/d(before) through
-the step.
+for all three, and calls ``prepare`` once: it overwrites arrays the forward no longer needs (the
+input projection ``x_proj``), so that the prepared factors cost no memory.
+
+Step arguments: ``x_t`` the step's input projection (B, G*H), ``before`` the state it starts from
+and ``out`` where its state goes, (B, S*H) with S = 2 for an LSTM's [h, c]; backward gets ``d_out``
+= dL/d(state_t), writes dL/d(x_t) and dL/d(h W_hh^T + b_hh) (``d_x_t``, ``d_hidden_t``; the same
+array unless b_hh is added per step) and returns dL/d(before) through the step.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def _sigmoid_into(out: np.ndarray, a: np.ndarray) -> None:
 class ElmanSteps:
     """h_t = act(x_t + h_{t-1} W_hh^T), act tanh or relu (both biases are in x_t)."""
 
-    op, sequence_op, state_count, folds_hidden_bias = "rnn_cell", "rnn_sequence", 1, True
+    op, sequence_op, folds_hidden_bias = "rnn_cell", "rnn_sequence", True
 
     def __init__(self, nonlinearity: str) -> None:
         self.tanh = nonlinearity == "tanh"  # else relu
@@ -61,14 +63,15 @@ class ElmanSteps:
         else:
             np.maximum(pre, 0, out=out)
 
-    def prepare(self, x: np.ndarray, befores: np.ndarray, states: np.ndarray) -> None:
-        """act'(pre) for every step, from the outputs, into x's memory (the forward is done with it)."""
-        self.slope = x
+    def prepare(self, x_proj: np.ndarray, befores: np.ndarray, states: np.ndarray) -> None:
+        """act'(pre) for every step, from its output (at a finished sequence's padded steps the state
+        is a copy of the one before: wrong there, but those rows get no gradient)."""
+        self.slope = x_proj
         if self.tanh:
-            np.multiply(states, states, out=x)
-            np.subtract(1, x, out=x)
+            np.multiply(states, states, out=self.slope)
+            np.subtract(1, self.slope, out=self.slope)
         else:
-            np.greater(states, 0, out=x)
+            np.greater(states, 0, out=self.slope)
 
     def backward(self, t: int, d_out: np.ndarray, w_hh: np.ndarray, d_x_t: np.ndarray,
                  d_hidden_t: np.ndarray) -> np.ndarray:
@@ -80,7 +83,7 @@ class LSTMSteps:
     """Gates x_t + h_{t-1} W_hh^T in blocks i, f, g, o (sigmoid, sigmoid, tanh, sigmoid);
     c_t = f c_{t-1} + i g, h_t = o tanh(c_t). The state is [h, c] (B, 2H)."""
 
-    op, sequence_op, state_count, folds_hidden_bias = "lstm_cell", "lstm_sequence", 2, True
+    op, sequence_op, folds_hidden_bias = "lstm_cell", "lstm_sequence", True
 
     def __init__(self, steps: int, batch: int, hidden: int, dtype: np.dtype) -> None:
         self.hidden = hidden
@@ -99,14 +102,15 @@ class LSTMSteps:
         c += act[:, :size] * act[:, 2 * size:3 * size]
         np.multiply(act[:, 3 * size:], np.tanh(c, out=self.tanh_c[t]), out=out[:, :size])
 
-    def prepare(self, x: np.ndarray, befores: np.ndarray, states: np.ndarray) -> None:
-        """For every step: dgates = [g i', c_{t-1} f', i g', tanh(c) o'] (x's memory), by which
-        dL/dc_t and dL/dh_t multiply into the gates' gradient, and o tanh'(c) (tanh_c's memory)."""
+    def prepare(self, x_proj: np.ndarray, befores: np.ndarray, states: np.ndarray) -> None:
+        """For every step: dgates = [g i', c_{t-1} f', i g', tanh(c) o'], by which dL/dc_t (i, f, g)
+        and dL/dh_t (o) become the gates' gradient, and o tanh'(c_t), which takes dL/dh_t to c_t.
+        They overwrite x_proj and tanh_c: afterwards ``tanh_c`` no longer holds tanh(c)."""
         size = self.hidden
         i, f, g, o = (self.act[..., k * size:(k + 1) * size] for k in range(4))
-        self.dgates = x
+        self.dgates = x_proj
         for k, (factor, gate) in enumerate(((g, i), (befores[..., size:], f), (i, None), (self.tanh_c, o))):
-            block = x[..., k * size:(k + 1) * size]
+            block = self.dgates[..., k * size:(k + 1) * size]
             if gate is None:  # g = tanh: g' = 1 - g^2
                 np.multiply(g, g, out=block)
                 np.subtract(1, block, out=block)
@@ -141,7 +145,7 @@ class GRUSteps:
     b_hh cannot fold into x_t (r scales its n block), so the gradients of x_t and of hp differ in the
     n block: ``d_x_t`` and ``d_hidden_t``."""
 
-    op, sequence_op, state_count, folds_hidden_bias = "gru_cell", "gru_sequence", 1, False
+    op, sequence_op, folds_hidden_bias = "gru_cell", "gru_sequence", False
 
     def __init__(self, steps: int, batch: int, hidden: int, dtype: np.dtype) -> None:
         self.hidden = hidden
@@ -166,13 +170,13 @@ class GRUSteps:
         out *= z
         out += n
 
-    def prepare(self, x: np.ndarray, befores: np.ndarray, states: np.ndarray) -> None:
-        """For every step, into x's memory: [hp_n r', (h_{t-1} - n) z', (1 - z) n'], the factors by
-        which dL/dn_pre (r), dL/dh_t (z) and dL/dh_t (n) become the gates' gradient."""
+    def prepare(self, x_proj: np.ndarray, befores: np.ndarray, states: np.ndarray) -> None:
+        """For every step, over x_proj: [hp_n r', (h_{t-1} - n) z', (1 - z) n'], the factors by which
+        dL/dn_pre (r), dL/dh_t (z) and dL/dh_t (n) become the gates' gradient."""
         size = self.hidden
         r, z, n = (self.act[..., k * size:(k + 1) * size] for k in range(3))
-        self.factors = x
-        d_r, d_z, d_n = (x[..., k * size:(k + 1) * size] for k in range(3))
+        self.factors = x_proj
+        d_r, d_z, d_n = (self.factors[..., k * size:(k + 1) * size] for k in range(3))
         np.subtract(1, r, out=d_r)
         d_r *= r
         d_r *= self.hp_n
@@ -211,11 +215,14 @@ class Unrolled:
     reverse: bool  # the recurrence runs from t = T-1 down to 0
     scope: provenance.Provenance  # the node's: module, call, layer, direction
     own_time: bool  # step t is at time t (else at the caller's step: ``nn.rnn._own_time``)
-    # Kept by backward only while someone observes the walk (diagnostics, viz.record_grad_norms):
-    # dL/d(state_t) (T, B, S*H), including the gradient through time, as the composed layer's h_t
-    # gets it; and dL/d(input_t) (T, B, I), None if the input needs no gradient.
-    state_grads: np.ndarray | None = field(default=None, repr=False)
-    input_grads: np.ndarray | None = field(default=None, repr=False)
+    # Norms per step, set by backward only while someone observes the walk (diagnostics,
+    # viz.record_grad_norms), as the composed layer's nodes would get them: ||dL/d(state_t)|| with
+    # the gradient through time (an LSTM's dL/dc_t includes its path through h_t), ||dL/dh_t|| (the
+    # h part), and ||dL/d(input_t)|| (None if the input needs no gradient). (T,) each: a picture
+    # needs no more, and the graph keeps nothing sequence-sized.
+    state_norms: np.ndarray | None = field(default=None, repr=False)
+    h_norms: np.ndarray | None = field(default=None, repr=False)
+    input_norms: np.ndarray | None = field(default=None, repr=False)
 
     def step_provenance(self, t: int) -> provenance.Provenance:
         """Where step t was made, as the composed layer records it."""
@@ -232,41 +239,41 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
     lengths). ``own_time``: step t is drawn at time t (else at the caller's step, ``nn.rnn._own_time``)."""
     w_ih, w_hh, b_ih, b_hh = weights
     batch, hidden = initial[0].shape
-    inputs = layer_input._data
+    inputs, w_ih_data, weight = layer_input._data, w_ih._data, w_hh._data
     steps = inputs.shape[0] // batch
     # the input projection of every step, as the composed layer's ``nn.rnn._project`` computes it
-    x = inputs @ w_ih._data.T
+    x_proj = inputs @ w_ih_data.T
     if b_ih is not None:
-        x += b_ih._data + b_hh._data if cell.folds_hidden_bias else b_ih._data
-    x = x.reshape(steps, batch, -1)
+        x_proj += b_ih._data + b_hh._data if cell.folds_hidden_bias else b_ih._data
+    x_proj = x_proj.reshape(steps, batch, -1)
     step_bias = None if b_hh is None or cell.folds_hidden_bias else b_hh._data
-    weight = w_hh._data
-    w_hh_t = weight.T
     # The states in order of time, with the initial one first (last when reversed): chain[t + after]
     # is step t's state and chain[t + 1 - after] the one it starts from, so each step reads and
     # writes in place and the states every step started from are one view.
     after = 0 if reverse else 1
-    chain = np.empty((steps + 1, batch, len(initial) * hidden), x.dtype)
+    chain = np.empty((steps + 1, batch, len(initial) * hidden), x_proj.dtype)
     for k, tensor in enumerate(initial):
         chain[steps if reverse else 0, :, k * hidden:(k + 1) * hidden] = tensor._data
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     for t in order:
-        cell.forward(t, x[t], chain[t + 1 - after], w_hh_t, step_bias, chain[t + after])
+        cell.forward(t, x_proj[t], chain[t + 1 - after], weight.T, step_bias, chain[t + after])
         if t in partial:  # the sequences that are over (or not started) keep their state
             np.copyto(chain[t + after], chain[t + 1 - after], where=~valid[t])
     states = chain[after:after + steps]
+    starts = chain[1 - after:1 - after + steps]
+    # what backward needs, as arrays and flags of now (an optimizer may replace a weight's array later)
+    wanted = [tensor is not None and tensor.requires_grad for tensor in (layer_input, *weights)]
     unrolled = Unrolled(cell.op, state_name, steps, reverse, provenance.ROOT, own_time)
     prepared = False
 
     def backward(g: np.ndarray) -> tuple:
         nonlocal prepared
-        starts = chain[1 - after:1 - after + steps]
-        if not prepared:  # once: it overwrites x, and backward may run again (retain_graph=True)
-            cell.prepare(x, starts, states)
+        if not prepared:  # once: it overwrites x_proj, and backward may run again (retain_graph=True)
+            cell.prepare(x_proj, starts, states)
             prepared = True
-        d_x = np.empty_like(x)  # dL/d(x_t)
-        d_hidden = d_x if cell.folds_hidden_bias else np.empty_like(x)  # dL/d(h_{t-1} W_hh^T + b_hh)
-        kept = np.empty_like(states) if autograd.observers else None  # each dL/d(state_t), for pictures
+        d_x = np.empty_like(x_proj)  # dL/d(x_t)
+        d_hidden = d_x if cell.folds_hidden_bias else np.empty_like(x_proj)  # dL/d(h_{t-1} W_hh^T + b_hh)
+        kept = np.empty_like(states) if autograd.observers else None  # each dL/d(state_t), for norms
         d_before = np.zeros_like(chain[0])  # dL/d(state_{t-1}) through step t (forward order)
         for t in reversed(order):
             d_state = d_before + g[t]  # dL/d(state_t): through the step after, and directly
@@ -276,10 +283,10 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
                 d_before += np.where(valid[t], 0, d_state)
             if kept is not None:  # with what the cell left in d_cell: an LSTM's full dL/dc_t
                 kept[t] = np.where(valid[t], d_cell, d_state) if t in partial else d_cell
-        grads = _input_grads(d_x, d_hidden, inputs, starts[..., :hidden], layer_input.requires_grad, weights)
+        grads = _weight_and_input_grads(d_x, d_hidden, inputs, starts[..., :hidden], w_ih_data, wanted)
         if kept is not None:
-            unrolled.state_grads = kept
-            unrolled.input_grads = None if grads[0] is None else grads[0].reshape(steps, batch, -1)
+            unrolled.state_norms, unrolled.h_norms = _norms(kept), _norms(kept[..., :hidden])
+            unrolled.input_norms = None if grads[0] is None else _norms(grads[0].reshape(steps, batch, -1))
         return (*grads, *(d_before[:, k * hidden:(k + 1) * hidden] for k in range(len(initial))))
 
     out = Tensor.from_op(states, cell.sequence_op, (layer_input, *weights, *initial), backward)
@@ -289,18 +296,22 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
     return out.named(state_name)
 
 
-def _input_grads(d_x: np.ndarray, d_hidden: np.ndarray, inputs: np.ndarray, h_starts: np.ndarray,
-                 want_input: bool, weights: tuple[Tensor | None, ...]) -> tuple:
-    """The gradients of the layer input (if ``want_input``) and of weight_ih, weight_hh, bias_ih,
-    bias_hh (None where not wanted), each ONE product or sum over all steps, as in a hand-written
-    BPTT; ``h_starts`` (T, B, H) holds the h each step started from."""
-    w_ih, w_hh, b_ih, b_hh = weights
+def _norms(per_step: np.ndarray) -> np.ndarray:
+    """The norm of each step's slice of a (T, ...) array, in float64."""
+    return np.linalg.norm(per_step.reshape(len(per_step), -1).astype(np.float64), axis=1)
+
+
+def _weight_and_input_grads(d_x: np.ndarray, d_hidden: np.ndarray, inputs: np.ndarray, h_starts: np.ndarray,
+                            w_ih: np.ndarray, wanted: list[bool]) -> tuple:
+    """The gradients of the layer input and of weight_ih, weight_hh, bias_ih, bias_hh (None where
+    ``wanted`` says no), each ONE product or sum over all steps, as in a hand-written BPTT;
+    ``h_starts`` (T, B, H) holds the h each step started from."""
+    want_input, want_w_ih, want_w_hh, want_b_ih, want_b_hh = wanted
     rows = inputs.shape[0]
     d_x, d_hidden = d_x.reshape(rows, -1), d_hidden.reshape(rows, -1)
-    d_w_hh = d_hidden.T @ h_starts.reshape(rows, -1) if w_hh.requires_grad else None
-    d_b_ih = d_b_hh = None
-    if b_ih is not None:
-        d_b_ih = d_x.sum(axis=0)
-        d_b_hh = d_b_ih if d_hidden is d_x else d_hidden.sum(axis=0)
-    return (d_x @ w_ih._data if want_input else None,
-            d_x.T @ inputs if w_ih.requires_grad else None, d_w_hh, d_b_ih, d_b_hh)
+    d_b_ih = d_x.sum(axis=0) if want_b_ih or (want_b_hh and d_hidden is d_x) else None
+    return (d_x @ w_ih if want_input else None,
+            d_x.T @ inputs if want_w_ih else None,
+            d_hidden.T @ h_starts.reshape(rows, -1) if want_w_hh else None,
+            d_b_ih if want_b_ih else None,
+            (d_b_ih if d_hidden is d_x else d_hidden.sum(axis=0)) if want_b_hh else None)

@@ -46,8 +46,8 @@ GRU_GATES = ("r", "z", "n")
 """GRU gate order: reset, update, new (candidate), as in PyTorch."""
 
 FUSED_LSTM_STATE = "[h, c]"
-"""The name of a fused LSTM step's one state tensor: h_t in the first half of its last dim, c_t in
-the second (pictures label it, gradient-flow diagnostics keep the h half)."""
+"""The name of a fused LSTM's state per step: h_t in the first half of its last dim, c_t in the
+second (pictures label its step-to-step edges with it)."""
 
 NONLINEARITIES = {"tanh": tanh, "relu": relu}
 """The activations an Elman RNN accepts (``nonlinearity=``)."""
