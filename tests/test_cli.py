@@ -183,6 +183,19 @@ def test_train_on_a_user_text_with_a_gru(tmp_path: Path, capsys: pytest.CaptureF
     assert config["text"] == str(text_file)
 
 
+def test_train_fused_learns_the_same_as_composed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    losses = []
+    for flags in ([], ["--fused"]):
+        out = tmp_path / ("fused" if flags else "composed")
+        code, _, err = run_main(capsys, "train", *flags, "--steps", "6", "--hidden", "8", "--embed", "4",
+                                "--out", str(out))
+        assert code == 0, err
+        model, _, config = charlm.load_checkpoint(out / "char_model.safetensors")
+        assert config["fused"] == bool(flags) and not model.rnn.fused  # a run-time choice, not architecture
+        losses.append(config["final_loss"])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)  # float32, six Adam steps apart
+
+
 def test_charlm_train_learns_a_periodic_text() -> None:
     """'abcd' repeated is fully predictable after one character: the loss must approach zero."""
     ts.manual_seed(0)

@@ -63,16 +63,18 @@ def encode(text: str, vocab: str) -> np.ndarray:
 
 class CharModel(nn.Module):
     """Characters -> embedding -> recurrent layers (``cell``: "lstm", "gru" or tanh "rnn") -> logits
-    over the next character."""
+    over the next character. ``fused``: the layers' fast path (the same numbers; not saved as part of
+    the architecture, since the parameters do not depend on it)."""
 
-    def __init__(self, vocab: int, hidden: int, cell: str = "lstm", layers: int = 1, embed: int = 16) -> None:
+    def __init__(self, vocab: int, hidden: int, cell: str = "lstm", layers: int = 1, embed: int = 16,
+                 fused: bool = False) -> None:
         super().__init__()
         if cell not in RECURRENT_LAYERS:
             raise ValueError(f"CharModel: unknown cell {cell!r}; expected one of "
                              f"{', '.join(RECURRENT_LAYERS)}")
         self.cell = cell
         self.embed = nn.Embedding(vocab, embed)
-        self.rnn = RECURRENT_LAYERS[cell](embed, hidden, num_layers=layers)
+        self.rnn = RECURRENT_LAYERS[cell](embed, hidden, num_layers=layers, fused=fused)
         self.head = nn.Linear(hidden, vocab)
 
     @property

@@ -205,7 +205,8 @@ def _train(args: argparse.Namespace) -> int:
     out = _output_dir(args.out)
     ts.manual_seed(args.seed)
     vocab = vocabulary(text)
-    model = CharModel(len(vocab), args.hidden, cell=args.cell, layers=args.layers, embed=args.embed)
+    model = CharModel(len(vocab), args.hidden, cell=args.cell, layers=args.layers, embed=args.embed,
+                      fused=args.fused)
     optimizer = ts.optim.Adam(model.parameters(), lr=args.lr)
     print(f"training a char-{args.cell.upper()} ({sum(p.size for p in model.parameters())} parameters) on "
           f"{source} ({len(text)} characters, {len(vocab)} distinct): {args.steps} steps of truncated BPTT "
@@ -217,7 +218,7 @@ def _train(args: argparse.Namespace) -> int:
     path = out / CHECKPOINT_NAME
     first_word = text.split(maxsplit=1)[0][:20] if text.strip() else text[0]  # `sample`'s default prime
     config = {"steps": args.steps, "window": args.window, "batch": args.batch, "lr": args.lr,
-              "clip": args.clip, "seed": args.seed, "text": source, "prime": first_word,
+              "clip": args.clip, "seed": args.seed, "fused": args.fused, "text": source, "prime": first_word,
               "final_loss": losses[-1]}
     with user_input(f"cannot write {str(path)!r}"):
         save_checkpoint(path, model, optimizer, vocab, config)
@@ -337,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="truncated-BPTT window in characters" + DEFAULT)
     train.add_argument("--batch", type=positive_int, default=4,
                        help="parallel streams of the text" + DEFAULT)
+    train.add_argument("--fused", action="store_true",
+                       help="run each layer as one node with a hand-written BPTT: the same numbers, faster")
     train.add_argument("--lr", type=positive_float, default=1e-2, help="Adam learning rate" + DEFAULT)
     train.add_argument("--clip", type=positive_float, default=1.0,
                        help="max gradient norm" + DEFAULT)
