@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..autograd import ProductGrad
 from ..tensor import Tensor
 from .elementwise import data_of, kept_for
 
@@ -34,9 +35,11 @@ def matmul(a: Any, b: Any) -> Tensor:
                          f"({inner})") from None
     y_for_a, x_for_b = kept_for(a, y), kept_for(b, x)
     if x.ndim == 2 and y.ndim == 2:  # every RNN step: no 1-D bookkeeping, .T rather than swapaxes
+        # b's gradient x^T g stays unevaluated: a weight used at every step gets one product over all
+        # steps when the engine reaches it, as in a hand-written BPTT, instead of T small ones and T sums
         def matrix_backward(g: np.ndarray) -> tuple:
             return (None if y_for_a is None else g @ y_for_a.T,
-                    None if x_for_b is None else x_for_b.T @ g)
+                    None if x_for_b is None else ProductGrad(x_for_b, g))
 
         return Tensor.from_op(out, "matmul", (a, b), matrix_backward)
 
