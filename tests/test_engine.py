@@ -348,8 +348,9 @@ def _shared_weight_step(h, w):
     return h @ w.T, lambda g: (g @ w, ProductGrad(g, h))
 
 
-def test_product_grads_of_a_weight_add_up_to_the_dense_sum(rng: np.random.Generator) -> None:
-    w0, h0 = rng.standard_normal((3, 3)), rng.standard_normal((2, 3))
+@pytest.mark.parametrize("batch", [2, 100])  # 100: 400 rows in all, folded FOLD_ROWS at a time
+def test_product_grads_of_a_weight_add_up_to_the_dense_sum(rng: np.random.Generator, batch: int) -> None:
+    w0, h0 = rng.standard_normal((3, 3)), rng.standard_normal((batch, 3))
     w, h = ts.tensor(w0, requires_grad=True), ts.tensor(h0, requires_grad=True)
     out = h
     for _ in range(4):

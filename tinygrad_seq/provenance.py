@@ -9,8 +9,7 @@ say *where* something happened ("lstm.l1.reverse t=7 gate=f") instead of guessin
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 
 _FIELDS = ("module", "layer", "direction", "step", "gate", "label", "call")
 
@@ -28,18 +27,19 @@ class Provenance:
 
     def child(self, **fields: object) -> Provenance:
         """This record with ``fields`` overridden; labels and module paths nest with '/' and '.'."""
-        values = {name: getattr(self, name) for name in _FIELDS}
-        for name, value in fields.items():
-            if name not in values:
+        new = Provenance(self.module, self.layer, self.direction, self.step, self.gate, self.label, self.call)
+        for name, value in fields.items():  # a copy, then only the given fields: every module call makes one
+            if name not in _FIELDS:
                 raise TypeError(f"scope() got an unknown field {name!r}; expected one of {_FIELDS}")
             if value is None:
                 continue
-            if name == "label" and values["label"]:
-                value = f"{values['label']}/{value}"
-            elif name == "module" and values["module"]:
-                value = f"{values['module']}.{value}"
-            values[name] = value
-        return Provenance(**values)
+            inherited = getattr(self, name)
+            if name == "label" and inherited:
+                value = f"{inherited}/{value}"
+            elif name == "module" and inherited:
+                value = f"{inherited}.{value}"
+            setattr(new, name, value)
+        return new
 
     def at(self, step: int | None = None, gate: str | None = None) -> Provenance:
         """``child(step=..., gate=...)`` without the generic field handling, for per-step loops
@@ -93,20 +93,30 @@ def run_names(runs: Iterable[tuple[str | None, int | None]]) -> dict[tuple, str 
             for module, path_calls in by_path.items() for k, call in enumerate(path_calls, 1)}
 
 
-@contextmanager
-def scope(label: str | None = None, **fields: object) -> Iterator[Provenance]:
+class scope:  # noqa: N801 - used like a function: ``with ts.scope(...):``
     """Label every op made inside: ``with ts.scope("attention"): ...`` or ``scope(step=t)``.
 
     Fields: module, layer, direction (0 forward, 1 reverse), step, gate, label, and call (the
     number of a recurrent layer's run over a sequence, which the layers assign themselves).
+    ``with scope(...) as here`` gives the record now current. (A class, not a generator: a
+    recurrent layer enters two per call.)
     """
-    global current
-    outer = current
-    current = (outer or ROOT).child(label=label, **fields)
-    try:
-        yield current
-    finally:
-        current = outer
+
+    __slots__ = ("fields", "outer")
+
+    def __init__(self, label: str | None = None, **fields: object) -> None:
+        fields["label"] = label
+        self.fields = fields
+
+    def __enter__(self) -> Provenance:
+        global current
+        self.outer = current
+        current = (self.outer or ROOT).child(**self.fields)
+        return current
+
+    def __exit__(self, *exc: object) -> None:
+        global current
+        current = self.outer
 
 
 ROOT = Provenance()  # the empty record scopes start from

@@ -19,7 +19,7 @@ from .autograd import Node, run_backward, state
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:
-    array.setflags(write=False)
+    array.setflags(False)  # write=False, positionally: parsing the keyword costs more than the call
     return array
 
 
@@ -83,7 +83,7 @@ class Tensor:
                 node = Node(backward, parents, op, out.shape, out.dtype)
         if state.tap is not None:
             out = np.asarray(state.tap(out, op, node))
-        out.setflags(write=False)
+        out.setflags(False)  # as _readonly does, inline: this runs for every op
         result = cls.__new__(cls)
         result._data = out
         result._node = node

@@ -187,8 +187,9 @@ def _own_time(caller: provenance.Provenance, steps: int) -> bool:
     return caller.step is None or steps > 1
 
 
-def _zeros(shape: tuple, *like: Tensor) -> Tensor:
-    return Tensor.constant(np.zeros(shape, np.result_type(*(t.dtype for t in like))))
+def _zeros(shape: tuple, like: Tensor) -> Tensor:
+    """Zeros in ``like``'s dtype (inputs and states are checked to be in the parameters' dtype)."""
+    return Tensor.constant(np.zeros(shape, like.dtype))
 
 
 def _uniform_parameter(shape: tuple, bound: float) -> Parameter:
@@ -229,7 +230,7 @@ class _CellBase(Module):
                               "(hidden_size,) for unbatched input" if unbatched else "(batch, hidden_size)",
                               self.weight_ih.dtype, owner)
         if state is None:
-            state = (_zeros((x.shape[0], self.hidden_size), x, self.weight_ih),) * self._state_count
+            state = (_zeros((x.shape[0], self.hidden_size), x),) * self._state_count
         elif unbatched:
             state = tuple(s.unsqueeze(0) for s in state)
         fold = self._folds_hidden_bias
@@ -420,7 +421,7 @@ class _RNNBase(Module):
                     initial = tuple(s[slot] for s in state)
                 else:
                     if zeros is None:
-                        zeros = _zeros((batch, self.hidden_size), x, self.weight_ih_l0)
+                        zeros = _zeros((batch, self.hidden_size), x)
                     initial = (zeros,) * self._state_count
                 with provenance.scope(layer=layer, direction=direction):
                     output, final = self._run_direction(layer_input, initial, layer, direction, steps,

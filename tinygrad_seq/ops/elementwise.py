@@ -8,6 +8,7 @@ the gradient in half, clip passes it where lo <= x <= hi) so float64 results agr
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -48,7 +49,11 @@ def _times(g: np.ndarray, factor: Any) -> np.ndarray | None:
 
 
 # Backwards that save nothing are shared functions: a lambda would allocate a function object
-# per op, kept by the graph until backward (a tenth of a long sequence's graph memory).
+# per op, kept by the graph until backward (a tenth of a long sequence's graph memory). The ops
+# every recurrent step makes (mul, tanh, sigmoid; matmul, getitem) bind what they save to a
+# module-level backward with functools.partial rather than a closure: two objects for the
+# garbage collector to track instead of two plus one cell per saved value, and it traverses all of
+# them each time it runs while a graph is alive (a fifth of a long sequence's training step).
 
 
 def pass_through(g: np.ndarray) -> tuple[np.ndarray]:
@@ -80,11 +85,14 @@ def sub(a: Any, b: Any) -> Tensor:
     return Tensor.from_op(out, "sub", (a, b), _pass_and_negate)
 
 
+def _mul_backward(y_for_a: Any, x_for_b: Any, g: np.ndarray) -> tuple:
+    return _times(g, y_for_a), _times(g, x_for_b)
+
+
 def mul(a: Any, b: Any) -> Tensor:
     x, y = data_of(a), data_of(b)
-    y_for_a, x_for_b = kept_for(a, y), kept_for(b, x)
     return Tensor.from_op(_broadcasting("mul", np.multiply, x, y), "mul", (a, b),
-                          lambda g: (_times(g, y_for_a), _times(g, x_for_b)))
+                          partial(_mul_backward, kept_for(a, y), kept_for(b, x)))
 
 
 def div(a: Any, b: Any) -> Tensor:
@@ -143,9 +151,13 @@ def abs(a: Tensor) -> Tensor:  # noqa: A001
     return Tensor.from_op(np.abs(x), "abs", (a,), lambda g: (g * np.sign(x),))
 
 
+def _tanh_backward(y: np.ndarray, g: np.ndarray) -> tuple[np.ndarray]:
+    return (g * (1 - y * y),)
+
+
 def tanh(a: Tensor) -> Tensor:
     y = np.tanh(a._data)
-    return Tensor.from_op(y, "tanh", (a,), lambda g: (g * (1 - y * y),))
+    return Tensor.from_op(y, "tanh", (a,), partial(_tanh_backward, y))
 
 
 def logistic(x: np.ndarray) -> np.ndarray:
@@ -154,9 +166,13 @@ def logistic(x: np.ndarray) -> np.ndarray:
         return 1 / (1 + np.exp(-x))
 
 
+def _sigmoid_backward(y: np.ndarray, g: np.ndarray) -> tuple[np.ndarray]:
+    return (g * (1 - y) * y,)
+
+
 def sigmoid(a: Tensor) -> Tensor:
     y = logistic(a._data)
-    return Tensor.from_op(y, "sigmoid", (a,), lambda g: (g * (1 - y) * y,))
+    return Tensor.from_op(y, "sigmoid", (a,), partial(_sigmoid_backward, y))
 
 
 def relu(a: Tensor) -> Tensor:

@@ -1,11 +1,13 @@
 """Ops that move data without arithmetic: reshape, transpose, expand, indexing, concat, stack,
 split.  Indexing's backward is an ``IndexGrad`` (zero outside the index) that the engine adds
 into one buffer, so taking T slices of a sequence and backpropagating costs O(T), not O(T^2).
+Indexing runs several times per time step, so its backward is a ``partial`` (see elementwise).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -132,6 +134,11 @@ def _normalize_index(index: Any) -> tuple[Any, bool]:
     return tuple(out), has_int_array
 
 
+def _getitem_backward(index: Any, shape: tuple, dtype: np.dtype, has_int_array: bool,
+                      g: np.ndarray) -> tuple[IndexGrad]:
+    return (IndexGrad(index, g, shape, dtype, has_int_array),)
+
+
 def getitem(x: Tensor, index: Any) -> Tensor:
     index, has_int_array = _normalize_index(index)
     source = x._data
@@ -139,9 +146,8 @@ def getitem(x: Tensor, index: Any) -> Tensor:
         out = source[index]
     except IndexError as err:
         raise IndexError(f"getitem: {err} (tensor of shape {source.shape})") from None
-    shape, dtype = source.shape, source.dtype
     return Tensor.from_op(out, "getitem", (x,),
-                          lambda g: (IndexGrad(index, g, shape, dtype, has_int_array),))
+                          partial(_getitem_backward, index, source.shape, source.dtype, has_int_array))
 
 
 # -- joining and splitting --------------------------------------------------------------------
