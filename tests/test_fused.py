@@ -182,3 +182,16 @@ def test_fused_relu_rnn_equals_composed_and_gradchecks() -> None:
     for mine, reference in zip(*reversed(results), strict=True):
         np.testing.assert_allclose(mine, reference, rtol=0, atol=1e-12)
     assert ts.gradcheck(lambda: fused(x, lengths=[6, 2, 4]), [x, *fused.parameters()], atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_fused_backward_over_several_chunks_of_steps_equals_composed(kind: str) -> None:
+    """Backward goes through the steps in chunks of ``CHUNK_ROWS`` rows; the layer fixtures are one
+    chunk, so here T * B spans several, in both directions, with sequences ending mid-chunk."""
+    steps, batch = 37, 16  # 16 steps per chunk: 3 chunks, the last one partial
+    assert ts.nn.fused.CHUNK_ROWS // batch == 16
+    composed, fused = _pair({"kind": kind, "layers": 2, "bidirectional": True, "bias": True,
+                             "batch_first": False, "input_size": 3, "hidden_size": 4})
+    inputs = {"x": np.random.default_rng(8).standard_normal((steps, batch, 3)),
+              "lengths": np.random.default_rng(9).integers(1, steps + 1, batch)}
+    compare(_results(fused, inputs), _results(composed, inputs), kind, atol=1e-12)
