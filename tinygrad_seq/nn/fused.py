@@ -274,7 +274,7 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
 
     def backward(g: np.ndarray) -> tuple:
         nonlocal prepared
-        chunk = max(1, CHUNK_ROWS // batch)  # steps per chunk
+        chunk = min(steps, max(1, CHUNK_ROWS // batch))  # steps per chunk
         d_x = np.empty((chunk,) + x_proj.shape[1:], x_proj.dtype)  # dL/d(x_t), for one chunk's steps
         d_hidden = d_x if cell.folds_hidden_bias else np.empty_like(d_x)  # dL/d(h_{t-1} W_hh^T + b_hh)
         sums = _InputAndWeightGrads(inputs, w_ih_data, wanted)
