@@ -344,7 +344,7 @@ def test_forward_and_backward_pause_the_collector_and_always_restore_it() -> Non
 
 @ts.custom_op
 def _shared_weight_step(h, w):
-    """h @ w^T whose weight gradient is a deferred ProductGrad, as the fused cells return it."""
+    """h @ w^T whose weight gradient is a deferred ProductGrad, as a 2-D matmul returns it."""
     return h @ w.T, lambda g: (g @ w, ProductGrad(g, h))
 
 

@@ -161,7 +161,7 @@ def tanh(a: Tensor) -> Tensor:
 
 
 def logistic(x: np.ndarray) -> np.ndarray:
-    """sigmoid on an array, PyTorch's formula (fused cells use it too, for the same bits)."""
+    """sigmoid on an array, PyTorch's formula: 1 / (1 + exp(-x)), so float64 results match its bits."""
     with np.errstate(over="ignore"):  # exp(-x) overflows to inf for x << 0; 1/(1+inf) is the right 0
         return 1 / (1 + np.exp(-x))
 
