@@ -242,7 +242,7 @@ class _Unrolling:
     """A fused layer's sequence node (``Node.unrolled``, see ``nn.fused``) drawn as its time steps.
 
     Per step t, two stand-in nodes, as the per-step graph would have them: ``x[t]`` (the step's
-    rows of the layer input) and one cell op reading it, the weights and the previous step's state
+    slice of the layer input) and one cell op reading it, the weights and the previous step's state
     (h0, c0 at the first step). The sequence node then collects the steps' states, as a ``stack``
     of per-step states does. Stand-ins exist only in the picture: backward never sees them, and
     their gradient norms come from what the sequence node's backward kept (``Unrolled``)."""
@@ -260,14 +260,13 @@ class _Unrolling:
     def _add_steps(self, sequence: Node) -> None:
         unrolled = sequence.unrolled
         layer_input, weights, previous = sequence.parents[0], sequence.parents[1:5], sequence.parents[5:]
-        batch = sequence.shape[1]
         cells: list[Node | None] = [None] * unrolled.steps
         for t in range(unrolled.steps - 1, -1, -1) if unrolled.reverse else range(unrolled.steps):
             here = unrolled.step_provenance(t)
             x_t = None
             if layer_input is not None:
-                x_t = self._stand_in("getitem", (layer_input,), here, (batch, layer_input.shape[1]), sequence,
-                                     t, "input")
+                x_t = self._stand_in("getitem", (layer_input,), here, layer_input.shape[1:], sequence, t,
+                                     "input")
             cell = self._stand_in(unrolled.cell_op, (x_t, *weights, *previous), here, sequence.shape[1:],
                                   sequence, t, "state")
             cell.name = unrolled.state_name

@@ -239,14 +239,15 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
              initial: tuple[Tensor, ...], reverse: bool, state_name: str, valid: np.ndarray | None = None,
              partial: frozenset = frozenset(), own_time: bool = True) -> Tensor:
     """Every step's state, (T, B, S*H), as one node: the recurrence ``cell`` over ``layer_input``
-    (T * B, I) with ``weights`` (weight_ih, weight_hh, bias_ih, bias_hh; biases None if off) from
+    (T, B, I) with ``weights`` (weight_ih, weight_hh, bias_ih, bias_hh; biases None if off) from
     ``initial`` ((h0,) or (h0, c0), each (B, H)). ``valid`` (T, B, 1) bool: at the ``partial`` steps a
     sequence whose flag is False keeps its state, as the composed layer's ``where`` does (variable
     lengths). ``own_time``: step t is drawn at time t (else at the caller's step, ``nn.rnn._own_time``)."""
     w_ih, w_hh, b_ih, b_hh = weights
     batch, hidden = initial[0].shape
-    inputs, w_ih_data, weight = layer_input._data, w_ih._data, w_hh._data
-    steps = inputs.shape[0] // batch
+    steps = len(layer_input)
+    inputs = layer_input._data.reshape(steps * batch, -1)  # row t*B + b: step t, sequence b
+    w_ih_data, weight = w_ih._data, w_hh._data
     # the input projection of every step, as the composed layer's ``nn.rnn._project`` computes it
     x_proj = inputs @ w_ih_data.T
     if b_ih is not None:
@@ -297,7 +298,7 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
             sums.add(slice(first * batch, span.stop * batch), d_x[:count], d_hidden[:count],
                      starts[span, :, :hidden])
         prepared = True
-        grads = sums.result()
+        grads = sums.result(layer_input.shape)
         if kept is not None:
             unrolled.state_norms, unrolled.h_norms = _norms(kept), _norms(kept[..., :hidden])
             unrolled.input_norms = None if grads[0] is None else _norms(grads[0].reshape(steps, batch, -1))
@@ -344,5 +345,5 @@ class _InputAndWeightGrads:
                 else:
                     self.sums[k] += part
 
-    def result(self) -> tuple:
-        return (self.input, *self.sums)
+    def result(self, input_shape: tuple) -> tuple:
+        return (None if self.input is None else self.input.reshape(input_shape), *self.sums)

@@ -410,7 +410,7 @@ class _RNNBase(Module):
     def _run_layers(self, x: Tensor, state: State | None, steps: int, batch: int, valid: np.ndarray | None,
                     partial: frozenset, own_time: bool) -> tuple[Tensor, list[State]]:
         """All layers on time-major x (T, B, I): the last layer's output and each slot's final state."""
-        layer_input = x.reshape(steps * batch, x.shape[2])
+        layer_input = self._layer_input(x)
         zeros = None
         finals: list[State] = []
         for layer in range(self.num_layers):
@@ -431,15 +431,20 @@ class _RNNBase(Module):
             output = outputs[0] if len(outputs) == 1 else cat(outputs, dim=2)
             if layer + 1 < self.num_layers:
                 output = dropout(output, self.dropout, self.training)
-                layer_input = output.reshape(steps * batch, output.shape[2])
+                layer_input = self._layer_input(output)
         return output, finals
+
+    def _layer_input(self, x: Tensor) -> Tensor:
+        """A layer's input (T, B, features) as its directions take it: the composed steps slice rows
+        t*B:(t+1)*B of one (T * B, features) projection; a fused sequence takes x as it is."""
+        return x if self.fused else x.reshape(x.shape[0] * x.shape[1], x.shape[2])
 
     def _run_direction(self, layer_input: Tensor, state: State, layer: int, direction: int, steps: int,
                        batch: int, valid: np.ndarray | None, partial: frozenset,
                        own_time: bool) -> tuple[Tensor, State]:
         """One layer in one direction: outputs (T, B, H) and the final state. ``layer_input`` is
-        (T * B, features), so one matmul projects every step; step t is rows t*B:(t+1)*B. Steps
-        record their t, unless this is one step of the caller's time loop (``_own_time``)."""
+        ``_layer_input``'s, so one matmul projects every step. Steps record their t, unless this is
+        one step of the caller's time loop (``_own_time``)."""
         if self.fused:
             return self._run_fused(layer_input, state, layer, direction, steps, batch, valid, partial,
                                    own_time)
