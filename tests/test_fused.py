@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import re
+import weakref
 
 import numpy as np
 import pytest
@@ -195,3 +196,15 @@ def test_fused_backward_over_several_chunks_of_steps_equals_composed(kind: str) 
     inputs = {"x": np.random.default_rng(8).standard_normal((steps, batch, 3)),
               "lengths": np.random.default_rng(9).integers(1, steps + 1, batch)}
     compare(_results(fused, inputs), _results(composed, inputs), kind, atol=1e-12)
+
+
+def test_fused_graph_does_not_keep_the_callers_tensors_alive() -> None:
+    """Nodes keep arrays, never tensors: dropping the input frees it while the graph lives."""
+    lstm = ts.nn.LSTM(2, 3, fused=True).double()
+    x = ts.randn(5, 4, 2, dtype=np.float64, requires_grad=True)
+    out, _ = lstm(x)
+    x_alive = weakref.ref(x)
+    del x
+    assert x_alive() is None
+    out.sum().backward()
+    assert lstm.weight_ih_l0.grad is not None

@@ -268,8 +268,10 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
             np.copyto(chain[t + after], chain[t + 1 - after], where=~valid[t])
     states = chain[after:after + steps]
     starts = chain[1 - after:1 - after + steps]
-    # what backward needs, as arrays and flags of now (an optimizer may replace a weight's array later)
+    # what backward needs, as arrays, shapes and flags of now (an optimizer may replace a weight's
+    # array later), and no tensor: the graph must not keep the user's tensors alive
     wanted = [tensor is not None and tensor.requires_grad for tensor in (layer_input, *weights)]
+    input_shape, state_count = layer_input.shape, len(initial)
     unrolled = Unrolled(cell.op, state_name, steps, reverse, provenance.ROOT, own_time)
     prepared = False
 
@@ -298,11 +300,11 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
             sums.add(slice(first * batch, span.stop * batch), d_x[:count], d_hidden[:count],
                      starts[span, :, :hidden])
         prepared = True
-        grads = sums.result(layer_input.shape)
+        grads = sums.result(input_shape)
         if kept is not None:
             unrolled.state_norms, unrolled.h_norms = _norms(kept), _norms(kept[..., :hidden])
             unrolled.input_norms = None if grads[0] is None else _norms(grads[0].reshape(steps, batch, -1))
-        return (*grads, *(d_before[:, k * hidden:(k + 1) * hidden] for k in range(len(initial))))
+        return (*grads, *(d_before[:, k * hidden:(k + 1) * hidden] for k in range(state_count)))
 
     out = Tensor.from_op(states, cell.sequence_op, (layer_input, *weights, *initial), backward)
     if out._node is not None:
