@@ -109,7 +109,7 @@ def _norms_through_time(loss: Tensor, directions: list[list[StepState]], owner: 
             grad = grads[id(node)]
             if t is None:
                 row.append(_step_norms(grad, node.shape, 1, None)[0])
-            else:  # backward never reached it: zero
+            else:  # a fused step: the norm its sequence node kept (0 if backward never reached it)
                 row.append(0.0 if grad is None else node.unrolled.h_norms[t])
         norms.append(np.array(row))
     return norms
