@@ -261,7 +261,7 @@ class _Unrolling:
         unrolled = sequence.unrolled
         layer_input, weights, previous = sequence.parents[0], sequence.parents[1:5], sequence.parents[5:]
         cells: list[Node | None] = [None] * unrolled.steps
-        for t in range(unrolled.steps - 1, -1, -1) if unrolled.reverse else range(unrolled.steps):
+        for t in unrolled.order:
             here = unrolled.step_provenance(t)
             x_t = None
             if layer_input is not None:

@@ -210,6 +210,11 @@ arrays are still in cache. Measured: as fast as one pass per stage on small shap
 large ones, and the gate gradients need a buffer for one chunk, not for the whole sequence."""
 
 
+def time_order(steps: int, reverse: bool) -> range:
+    """The order in which a recurrence makes its steps: t = 0 .. T-1, or T-1 .. 0 when reversed."""
+    return range(steps - 1, -1, -1) if reverse else range(steps)
+
+
 @dataclass
 class Unrolled:
     """What a sequence node did step by step, for the pictures and diagnostics that show time steps
@@ -229,6 +234,11 @@ class Unrolled:
     state_norms: np.ndarray | None = field(default=None, repr=False)
     h_norms: np.ndarray | None = field(default=None, repr=False)
     input_norms: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def order(self) -> range:
+        """The steps in the order the forward made them."""
+        return time_order(self.steps, self.reverse)
 
     def step_provenance(self, t: int) -> provenance.Provenance:
         """Where step t was made, as the composed layer records it."""
@@ -261,7 +271,7 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
     chain = np.empty((steps + 1, batch, len(initial) * hidden), x_proj.dtype)
     for k, tensor in enumerate(initial):
         chain[steps if reverse else 0, :, k * hidden:(k + 1) * hidden] = tensor._data
-    order = range(steps - 1, -1, -1) if reverse else range(steps)
+    order = time_order(steps, reverse)
     for t in order:
         cell.forward(t, x_proj[t], chain[t + 1 - after], weight.T, step_bias, chain[t + after])
         if t in partial:  # the sequences that are over (or not started) keep their state

@@ -455,7 +455,7 @@ class _RNNBase(Module):
         w_hh_t = w_hh.T
         scope = provenance.current
         outputs: list[Tensor | None] = [None] * steps
-        for t in (range(steps - 1, -1, -1) if direction else range(steps)):
+        for t in fused.time_order(steps, bool(direction)):
             here = provenance.current = scope.at(step=t if own_time else None)
             new_state = self._step(x_proj[t * batch:(t + 1) * batch], state, w_hh_t, b_step, here)
             if t in partial:  # some sequences are over (forward) or not yet started (reverse) at t
