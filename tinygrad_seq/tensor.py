@@ -83,14 +83,22 @@ class Tensor:
                 node = Node(backward, parents, op, out.shape, out.dtype)
         if state.tap is not None:
             out = np.asarray(state.tap(out, op, node))
-        out.setflags(False)  # as _readonly does, inline: this runs for every op
-        result = cls.__new__(cls)
-        result._data = out
+        result = cls._wrap(out)
         result._node = node
-        result.grad = None
-        result._name = None
         if state.anomaly:
             anomaly.check_forward(op, out, node)
+        return result
+
+    @classmethod
+    def _wrap(cls, array: np.ndarray) -> Tensor:
+        """A graph-less Tensor around ``array``, frozen and not copied; nothing is recorded or tapped
+        (``from_op`` does that): for arrays nobody else writes, as the gradients backward deposits."""
+        array.setflags(False)  # as _readonly does, inline: this runs for every op
+        result = cls.__new__(cls)
+        result._data = array
+        result._node = None
+        result.grad = None
+        result._name = None
         return result
 
     @classmethod
@@ -258,10 +266,8 @@ class Tensor:
 
     def _accumulate_grad(self, grad: np.ndarray) -> None:
         """Called by the engine: add ``grad`` into ``.grad`` (a fresh array, never mutated)."""
-        if self.grad is None:
-            self.grad = Tensor.constant(grad)
-        else:
-            self.grad = Tensor.constant(self.grad._data + grad)
+        total = grad if self.grad is None else self.grad._data + grad
+        self.grad = Tensor._wrap(np.asarray(total))  # asarray: 0-d arithmetic gives numpy scalars
 
     def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
         """Compute d(self)/d(leaf) for every leaf that requires grad and add it to ``leaf.grad``."""

@@ -49,13 +49,24 @@ def _restore_dims(g: np.ndarray, dims: tuple[int, ...] | None, keepdim: bool) ->
     return np.expand_dims(g, dims)
 
 
+def _spread(g: np.ndarray, dims: tuple[int, ...] | None, keepdim: bool, shape: tuple) -> np.ndarray:
+    """A reduction's output gradient over its input's ``shape``, as a read-only broadcast view. A full
+    reduction's (a loss's) 0-d g gets its zero-stride view directly: np.broadcast_to's argument
+    handling costs several microseconds, as much as a small model's whole loss backward."""
+    if dims is None and not keepdim:
+        view = np.ndarray(shape, g.dtype, g, 0, (0,) * len(shape))  # g is 0-d: one element, a buffer
+        view.setflags(False)
+        return view
+    return np.broadcast_to(_restore_dims(g, dims, keepdim), shape)
+
+
 def sum(x: Tensor, dim: Dims = None, keepdim: bool = False, *, axis: Dims = None,  # noqa: A001
         keepdims: bool | None = None) -> Tensor:
     dims, keep = _resolve(x._data, dim, keepdim, axis, keepdims, "sum")
     shape = x._data.shape
     out = x._data.sum(axis=dims, keepdims=keep)
     return Tensor.from_op(out, "sum", (x,),
-                          lambda g: (np.broadcast_to(_restore_dims(g, dims, keep), shape),))
+                          lambda g: (_spread(g, dims, keep, shape),))
 
 
 def mean(x: Tensor, dim: Dims = None, keepdim: bool = False, *, axis: Dims = None,
@@ -65,7 +76,7 @@ def mean(x: Tensor, dim: Dims = None, keepdim: bool = False, *, axis: Dims = Non
     count = x._data.size if dims is None else int(np.prod([shape[d] for d in dims]))
     out = x._data.mean(axis=dims, keepdims=keep)
     return Tensor.from_op(out, "mean", (x,),
-                          lambda g: (np.broadcast_to(_restore_dims(g, dims, keep) / count, shape),))
+                          lambda g: (_spread(g / count, dims, keep, shape),))
 
 
 def _extreme(x: Tensor, dim: Any, keepdim: bool, axis: Any, keepdims: Any, op: str) -> Tensor:
