@@ -133,6 +133,22 @@ def test_scalar_leaf_gradients_accumulate_over_several_uses() -> None:
     np.testing.assert_allclose(x.grad.data, (1 - 0.49) / 1.49 ** 2, rtol=1e-15)
 
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_full_reduction_spreads_its_scalar_gradient_in_any_form(dtype: type) -> None:
+    """sum / mean of everything hand their 0-d gradient to every element as one read-only view; it
+    may arrive as an array or, after 0-d arithmetic, as a numpy scalar (here: times 3, and a product)."""
+    x = ts.Tensor(np.arange(6, dtype=dtype).reshape(2, 3), requires_grad=True)
+    (x.sum() * 3.0).backward()
+    (x.mean() * x.mean()).backward()
+    expected = 3.0 + 2 * x.data.mean() / 6
+    np.testing.assert_allclose(x.grad.data, np.full((2, 3), expected), rtol=1e-6)
+    assert x.grad.dtype == dtype and not x.grad.data.flags.writeable
+    empty = ts.Tensor(np.zeros((0, 3), dtype), requires_grad=True)
+    empty.sum().backward()
+    assert empty.grad.shape == (0, 3)
+
+
 # -- grad mode -------------------------------------------------------------------------------------
 
 

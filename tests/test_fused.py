@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import re
+import warnings
 import weakref
 
 import numpy as np
@@ -183,6 +184,29 @@ def test_fused_relu_rnn_equals_composed_and_gradchecks() -> None:
     for mine, reference in zip(*reversed(results), strict=True):
         np.testing.assert_allclose(mine, reference, rtol=0, atol=1e-12)
     assert ts.gradcheck(lambda: fused(x, lengths=[6, 2, 4]), [x, *fused.parameters()], atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_saturated_fused_gates_are_exact_and_silent(kind: str, dtype: str) -> None:
+    """Gate pre-activations far below -700 (exp(-a) overflows to inf in float64 as well as float32)
+    give sigmoid 0 with no warning, as the composed layer's; values and gradients equal its own."""
+    composed, fused = _pair({"kind": kind, "layers": 1, "bidirectional": False, "bias": True,
+                             "batch_first": False, "input_size": 3, "hidden_size": 4})
+    composed.to(dtype)
+    fused.to(dtype)
+    x = np.random.default_rng(3).standard_normal((5, 2, 3)) * 1000  # both signs: saturated both ways
+    results = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for module in (fused, composed):
+            module.zero_grad()
+            out, _ = module(ts.tensor(x.astype(dtype)))
+            (out * out).sum().backward()
+            results.append([out.numpy(), *(p.grad.numpy() for p in module.parameters())])
+    assert np.isfinite(results[0][0]).all()
+    for mine, reference in zip(*results, strict=True):
+        np.testing.assert_allclose(mine, reference, rtol=1e-6 if dtype == "float32" else 1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
