@@ -93,7 +93,7 @@ class Tensor:
     def _wrap(cls, array: np.ndarray) -> Tensor:
         """A graph-less Tensor around ``array``, frozen and not copied; nothing is recorded or tapped
         (``from_op`` does that): for arrays nobody else writes, as the gradients backward deposits."""
-        array.setflags(False)  # as _readonly does, inline: this runs for every op
+        array.setflags(False)  # what _readonly does, without the call: this runs for every op
         result = cls.__new__(cls)
         result._data = array
         result._node = None
