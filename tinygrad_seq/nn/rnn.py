@@ -399,7 +399,8 @@ class _RNNBase(Module):
             output = where(valid, output, 0.0)
         if run_steps < steps:
             output = cat([output, _zeros((steps - run_steps,) + output.shape[1:], output)])
-        final_state = tuple(stack(list(parts)) for parts in zip(*finals, strict=True))
+        final_state = tuple(parts[0] if len(parts) == 1 else cat(list(parts))
+                            for parts in zip(*finals, strict=True))
         if unbatched:
             output = output.squeeze(1)
             final_state = tuple(s.squeeze(1) for s in final_state)
@@ -409,7 +410,8 @@ class _RNNBase(Module):
 
     def _run_layers(self, x: Tensor, state: State | None, steps: int, batch: int, valid: np.ndarray | None,
                     partial: frozenset, own_time: bool) -> tuple[Tensor, list[State]]:
-        """All layers on time-major x (T, B, I): the last layer's output and each slot's final state."""
+        """All layers on time-major x (T, B, I): the last layer's output and each slot's final state
+        (each tensor (1, B, H), so that the slots join into h_n with one ``cat``)."""
         layer_input = self._layer_input(x)
         zeros = None
         finals: list[State] = []
@@ -442,9 +444,9 @@ class _RNNBase(Module):
     def _run_direction(self, layer_input: Tensor, state: State, layer: int, direction: int, steps: int,
                        batch: int, valid: np.ndarray | None, partial: frozenset,
                        own_time: bool) -> tuple[Tensor, State]:
-        """One layer in one direction: outputs (T, B, H) and the final state. ``layer_input`` is
-        ``_layer_input``'s, so one matmul projects every step. Steps record their t, unless this is
-        one step of the caller's time loop (``_own_time``)."""
+        """One layer in one direction: outputs (T, B, H) and the final state ((1, B, H) each).
+        ``layer_input`` is ``_layer_input``'s, so one matmul projects every step. Steps record their t,
+        unless this is one step of the caller's time loop (``_own_time``)."""
         if self.fused:
             return self._run_fused(layer_input, state, layer, direction, steps, batch, valid, partial,
                                    own_time)
@@ -464,22 +466,22 @@ class _RNNBase(Module):
             state = new_state
             outputs[t] = state[0]
         provenance.current = scope
-        return stack(outputs), state
+        return stack(outputs), tuple(s.unsqueeze(0) for s in state)
 
     def _run_fused(self, layer_input: Tensor, state: State, layer: int, direction: int, steps: int,
                    batch: int, valid: np.ndarray | None, partial: frozenset,
                    own_time: bool) -> tuple[Tensor, State]:
         """``_run_direction`` as one sequence node (``nn.fused``): outputs (T, B, H) and the final
-        state, split out of the node's every-step states (h, or an LSTM's [h, c])."""
+        state, sliced out of the node's every-step states (h, or an LSTM's [h, c]): one op each."""
         cell = self._fused_steps(steps, batch, layer_input.dtype)
         name = FUSED_LSTM_STATE if self._state_count == 2 else "h"
         states = fused.sequence(cell, layer_input, self._weights(layer, direction), state, bool(direction),
                                 name, valid, partial, own_time)
-        last = states[0 if direction else steps - 1]
+        last = slice(0, 1) if direction else slice(steps - 1, steps)
         if self._state_count == 1:
-            return states, (last,)
+            return states, (states[last],)
         size = self.hidden_size
-        return states[..., :size], (last[:, :size], last[:, size:])
+        return states[..., :size], (states[last, :, :size], states[last, :, size:])
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
