@@ -268,9 +268,11 @@ def test_scope_provenance_is_recorded_and_nested_labels_join() -> None:
 
 
 def test_unbind_backward_does_not_allocate_a_full_buffer_per_slice(rng: np.random.Generator) -> None:
-    """The T slice gradients go into one buffer (peak ~1.2x the tensor's size).  A dense
-    full-size gradient per slice, summed as they arrive, peaks at ~3.2x (measured by patching
-    getitem to return ``IndexGrad.dense()``) and costs O(T^2) time; hence the 2.5x bound."""
+    """The T slice gradients go into one buffer. The peak, about 2.5x the tensor's size, is that
+    buffer plus the slices' own gradients, which wait until the walk reaches the slices (made before
+    the chain, so visited last). A dense full-size gradient per slice peaks at about 5.5x (measured
+    by patching getitem's backward to return ``IndexGrad.dense()``) and costs O(T^2) time; hence
+    the 3.5x bound."""
     steps, width = 2000, 64
     x = ts.Tensor(rng.standard_normal((steps, width)), requires_grad=True)
     total = None
@@ -283,7 +285,7 @@ def test_unbind_backward_does_not_allocate_a_full_buffer_per_slice(rng: np.rando
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < 2.5 * x.data.nbytes, f"backward peaked at {peak / x.data.nbytes:.1f}x the tensor's size"
+    assert peak < 3.5 * x.data.nbytes, f"backward peaked at {peak / x.data.nbytes:.1f}x the tensor's size"
     expected = 0.5 ** np.minimum(np.arange(steps)[::-1], steps - 1)[:, None] * np.ones(width)
     np.testing.assert_array_equal(x.grad.data, expected)
 

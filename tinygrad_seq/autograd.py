@@ -116,6 +116,19 @@ def _released(g: np.ndarray) -> None:  # stands in for a backward whose saved ar
 
 
 _creation_counter = itertools.count()
+_shapes: dict[tuple, tuple] = {}
+_SHAPES_KEPT = 4096  # distinct shapes remembered; then the table starts over (a program's are few)
+
+
+def interned_shape(shape: tuple) -> tuple:
+    """One shared tuple per distinct shape: every node (and slice backward) keeps a shape, and a
+    recurrent layer's thousands of nodes have a handful of shapes between them."""
+    kept = _shapes.get(shape)
+    if kept is None:
+        if len(_shapes) >= _SHAPES_KEPT:
+            _shapes.clear()
+        _shapes[shape] = kept = shape
+    return kept
 
 
 class Node:
@@ -135,7 +148,7 @@ class Node:
         self.parents = parents          # tuple[Node | None, ...]
         self.op = op                    # None for a leaf
         self.prov = provenance.current  # where it was made (module, layer, step, gate, label)
-        self.shape = shape
+        self.shape = interned_shape(shape)
         self.dtype = dtype
         self.name: str | None = None
         self.hooks: list[Callable] | None = None

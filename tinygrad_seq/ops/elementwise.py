@@ -8,7 +8,6 @@ the gradient in half, clip passes it where lo <= x <= hi) so float64 results agr
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -50,10 +49,11 @@ def _times(g: np.ndarray, factor: Any) -> np.ndarray | None:
 
 # Backwards that save nothing are shared functions: a lambda would allocate a function object
 # per op, kept by the graph until backward (a tenth of a long sequence's graph memory). The ops
-# every recurrent step makes (mul, tanh, sigmoid; matmul, getitem) bind what they save to a
-# module-level backward with functools.partial rather than a closure: two objects for the
-# garbage collector to track instead of two plus one cell per saved value, and it traverses all of
-# them each time it runs while a graph is alive (a fifth of a long sequence's training step).
+# every recurrent step makes (mul, tanh, sigmoid; matmul, getitem) keep what they save in a small
+# class with __slots__ whose call is the backward: one object of 56-72 bytes per op, where a
+# closure takes a function and a cell per saved value, and functools.partial an object and an
+# argument tuple (160 bytes). A long sequence's graph is mostly these, and the garbage collector
+# traverses every such object each time it runs while a graph is alive.
 
 
 def pass_through(g: np.ndarray) -> tuple[np.ndarray]:
@@ -85,14 +85,22 @@ def sub(a: Any, b: Any) -> Tensor:
     return Tensor.from_op(out, "sub", (a, b), _pass_and_negate)
 
 
-def _mul_backward(y_for_a: Any, x_for_b: Any, g: np.ndarray) -> tuple:
-    return _times(g, y_for_a), _times(g, x_for_b)
+class _MulBackward:
+    """(g y, g x): each input's gradient is g times the other input (None if it needs none)."""
+
+    __slots__ = ("y_for_a", "x_for_b")
+
+    def __init__(self, y_for_a: Any, x_for_b: Any) -> None:
+        self.y_for_a, self.x_for_b = y_for_a, x_for_b
+
+    def __call__(self, g: np.ndarray) -> tuple:
+        return _times(g, self.y_for_a), _times(g, self.x_for_b)
 
 
 def mul(a: Any, b: Any) -> Tensor:
     x, y = data_of(a), data_of(b)
     return Tensor.from_op(_broadcasting("mul", np.multiply, x, y), "mul", (a, b),
-                          partial(_mul_backward, kept_for(a, y), kept_for(b, x)))
+                          _MulBackward(kept_for(a, y), kept_for(b, x)))
 
 
 def div(a: Any, b: Any) -> Tensor:
@@ -151,13 +159,21 @@ def abs(a: Tensor) -> Tensor:  # noqa: A001
     return Tensor.from_op(np.abs(x), "abs", (a,), lambda g: (g * np.sign(x),))
 
 
-def _tanh_backward(y: np.ndarray, g: np.ndarray) -> tuple[np.ndarray]:
-    return (g * (1 - y * y),)
+class _TanhBackward:
+    """g (1 - y^2), from the output y."""
+
+    __slots__ = ("y",)
+
+    def __init__(self, y: np.ndarray) -> None:
+        self.y = y
+
+    def __call__(self, g: np.ndarray) -> tuple[np.ndarray]:
+        return (g * (1 - self.y * self.y),)
 
 
 def tanh(a: Tensor) -> Tensor:
     y = np.tanh(a._data)
-    return Tensor.from_op(y, "tanh", (a,), partial(_tanh_backward, y))
+    return Tensor.from_op(y, "tanh", (a,), _TanhBackward(y))
 
 
 def logistic(x: np.ndarray) -> np.ndarray:
@@ -166,13 +182,21 @@ def logistic(x: np.ndarray) -> np.ndarray:
         return 1 / (1 + np.exp(-x))
 
 
-def _sigmoid_backward(y: np.ndarray, g: np.ndarray) -> tuple[np.ndarray]:
-    return (g * (1 - y) * y,)
+class _SigmoidBackward:
+    """g (1 - y) y, from the output y."""
+
+    __slots__ = ("y",)
+
+    def __init__(self, y: np.ndarray) -> None:
+        self.y = y
+
+    def __call__(self, g: np.ndarray) -> tuple[np.ndarray]:
+        return (g * (1 - self.y) * self.y,)
 
 
 def sigmoid(a: Tensor) -> Tensor:
     y = logistic(a._data)
-    return Tensor.from_op(y, "sigmoid", (a,), partial(_sigmoid_backward, y))
+    return Tensor.from_op(y, "sigmoid", (a,), _SigmoidBackward(y))
 
 
 def relu(a: Tensor) -> Tensor:

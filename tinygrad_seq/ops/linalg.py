@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -16,12 +15,19 @@ def _swap_last(m: np.ndarray) -> np.ndarray:
     return np.swapaxes(m, -1, -2)
 
 
-def _matrix_backward(y_for_a: np.ndarray | None, x_for_b: np.ndarray | None, g: np.ndarray) -> tuple:
-    """2-D @ 2-D. b's gradient x^T g stays unevaluated: a weight used at every step gets a few
-    large products when the engine reaches it, as in a hand-written BPTT, instead of T small ones
-    and T sums. A ``partial``, not a closure, as elementwise explains."""
-    return (None if y_for_a is None else g @ y_for_a.T,
-            None if x_for_b is None else ProductGrad(x_for_b, g))
+class _MatrixBackward:
+    """2-D @ 2-D: (g y^T, x^T g). b's gradient x^T g stays unevaluated: a weight used at every step
+    gets a few large products when the engine reaches it, as in a hand-written BPTT, instead of T
+    small ones and T sums. A slotted class, not a closure, as elementwise explains."""
+
+    __slots__ = ("y_for_a", "x_for_b")
+
+    def __init__(self, y_for_a: np.ndarray | None, x_for_b: np.ndarray | None) -> None:
+        self.y_for_a, self.x_for_b = y_for_a, x_for_b
+
+    def __call__(self, g: np.ndarray) -> tuple:
+        return (None if self.y_for_a is None else g @ self.y_for_a.T,
+                None if self.x_for_b is None else ProductGrad(self.x_for_b, g))
 
 
 def matmul(a: Any, b: Any) -> Tensor:
@@ -44,7 +50,7 @@ def matmul(a: Any, b: Any) -> Tensor:
                          f"({inner})") from None
     y_for_a, x_for_b = kept_for(a, y), kept_for(b, x)
     if x.ndim == 2 and y.ndim == 2:  # every RNN step: no 1-D bookkeeping, .T rather than swapaxes
-        return Tensor.from_op(out, "matmul", (a, b), partial(_matrix_backward, y_for_a, x_for_b))
+        return Tensor.from_op(out, "matmul", (a, b), _MatrixBackward(y_for_a, x_for_b))
 
     def backward(g: np.ndarray) -> tuple:
         # Treat 1-D operands as a row (first) or column (second) matrix, as numpy does; the column's

@@ -1,18 +1,17 @@
 """Ops that move data without arithmetic: reshape, transpose, expand, indexing, concat, stack,
 split.  Indexing's backward is an ``IndexGrad`` (zero outside the index) that the engine adds
 into one buffer, so taking T slices of a sequence and backpropagating costs O(T), not O(T^2).
-Indexing runs several times per time step, so its backward is a ``partial`` (see elementwise).
+Indexing runs several times per time step, so its backward is a slotted class (see elementwise).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import numpy as np
 
-from ..autograd import IndexGrad
+from ..autograd import IndexGrad, interned_shape
 from ..tensor import Tensor
 from .elementwise import pass_through
 from .reduce import normalize_dims
@@ -134,9 +133,16 @@ def _normalize_index(index: Any) -> tuple[Any, bool]:
     return tuple(out), has_int_array
 
 
-def _getitem_backward(index: Any, shape: tuple, dtype: np.dtype, has_int_array: bool,
-                      g: np.ndarray) -> tuple[IndexGrad]:
-    return (IndexGrad(index, g, shape, dtype, has_int_array),)
+class _GetitemBackward:
+    """g into the indexed part of a zero array of the input's shape, as an ``IndexGrad``."""
+
+    __slots__ = ("index", "shape", "dtype", "has_int_array")
+
+    def __init__(self, index: Any, shape: tuple, dtype: np.dtype, has_int_array: bool) -> None:
+        self.index, self.shape, self.dtype, self.has_int_array = index, shape, dtype, has_int_array
+
+    def __call__(self, g: np.ndarray) -> tuple[IndexGrad]:
+        return (IndexGrad(self.index, g, self.shape, self.dtype, self.has_int_array),)
 
 
 def getitem(x: Tensor, index: Any) -> Tensor:
@@ -147,7 +153,7 @@ def getitem(x: Tensor, index: Any) -> Tensor:
     except IndexError as err:
         raise IndexError(f"getitem: {err} (tensor of shape {source.shape})") from None
     return Tensor.from_op(out, "getitem", (x,),
-                          partial(_getitem_backward, index, source.shape, source.dtype, has_int_array))
+                          _GetitemBackward(index, interned_shape(source.shape), source.dtype, has_int_array))
 
 
 # -- joining and splitting --------------------------------------------------------------------
