@@ -148,7 +148,7 @@ class Node:
         self.parents = parents          # tuple[Node | None, ...]
         self.op = op                    # None for a leaf
         self.prov = provenance.current  # where it was made (module, layer, step, gate, label)
-        self.shape = interned_shape(shape)
+        self.shape = _shapes.get(shape) or interned_shape(shape)  # the call only for a new shape (or ())
         self.dtype = dtype
         self.name: str | None = None
         self.hooks: list[Callable] | None = None
