@@ -163,6 +163,24 @@ def test_layer_gradient_flow_keeps_each_run_of_a_layer_apart_and_fused_matches_c
 
 
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_gradient_flow_of_a_final_state_is_its_direct_gradient_in_both_paths(rng, kind):
+    """h_n is not a layer output: its norms are of dL/dh_n per layer-direction slot, (L*D,), in both
+    paths (a fused layer's h_n is a slice of its sequence node, which must not be taken for one)."""
+    x = ts.tensor(rng.standard_normal((6, 2, 3)))
+    results = []
+    for fused in (False, True):
+        ts.manual_seed(4)
+        layer = getattr(ts.nn, kind)(3, 4, num_layers=2, bidirectional=True, fused=fused).double()
+        out, state = layer(x)
+        h_n = state[0] if kind == "LSTM" else state
+        weights = ts.tensor(rng.standard_normal(h_n.shape))
+        results.append(diagnostics.gradient_flow((out ** 2).sum() + (h_n * weights).sum(), h_n))
+        assert results[-1].shape == (4,)
+        np.testing.assert_allclose(results[-1], np.linalg.norm(weights.numpy().reshape(4, -1), axis=1),
+                                   rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
 def test_layer_gradient_flow_finds_the_layers_when_the_loss_uses_only_the_final_state(rng, kind):
     """A many-to-one classifier on h_n never touches the output sequence; every layer's states are
     still in the graph, and composed and fused layers report the same norms for them."""

@@ -158,6 +158,12 @@ def _layer_states(nodes: list[Node]) -> dict[tuple, list[StepState]]:
     return {group: [states[t] for t in sorted(states)] for group, states in found.items()}
 
 
+def _drops_steps(node: Node) -> bool:
+    """A layer's slice that keeps fewer time steps than its input has: a fused layer's final state
+    (h_n is its sequence node's last step, time-major like everything inside a layer), not output."""
+    return node.op == "getitem" and node.shape[:1] != node.parents[0].shape[:1]
+
+
 def _layer_output_steps(node: Node) -> list[tuple[tuple, list[StepState]]] | None:
     """The per-direction step states behind a recurrent layer's ``output``, forward first, or None
     if ``node`` is anything else. The output is made from the last layer's direction stacks by
@@ -178,7 +184,7 @@ def _layer_output_steps(node: Node) -> list[tuple[tuple, list[StepState]]] | Non
             continue
         prov = current.prov
         if (current.op not in _REARRANGING_OPS or prov is None or prov.module != module
-                or prov.step is not None):
+                or prov.step is not None or _drops_steps(current)):
             return None
         pending.extend(parent for parent in current.parents if parent is not None)
     return sorted(found.items(), key=lambda item: item[0][3] or 0) or None
