@@ -477,7 +477,9 @@ class _RNNBase(Module):
         name = FUSED_LSTM_STATE if self._state_count == 2 else "h"
         states = fused.sequence(cell, layer_input, self._weights(layer, direction), state, bool(direction),
                                 name, valid, partial, own_time)
-        last = slice(0, 1) if direction else slice(steps - 1, steps)
+        # a list index: numpy copies, so a final state carried on (as across TBPTT windows) does not
+        # keep the whole sequence's buffer alive, as a view would
+        last = [0 if direction else steps - 1]
         if self._state_count == 1:
             return states, (states[last],)
         size = self.hidden_size
