@@ -149,6 +149,19 @@ def test_a_full_reduction_spreads_its_scalar_gradient_in_any_form(dtype: type) -
     assert empty.grad.shape == (0, 3)
 
 
+
+def test_nodes_share_shape_tuples_and_the_table_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tinygrad_seq import autograd
+
+    a = ts.Tensor(np.ones((3, 4)), requires_grad=True)
+    assert (a * 2)._node.shape is (a + 1)._node.shape == (3, 4)
+    monkeypatch.setattr(autograd, "_SHAPES_KEPT", 3)
+    for n in range(1, 10):
+        assert (ts.Tensor(np.ones(n), requires_grad=True) * 2)._node.shape == (n,)
+        assert len(autograd._shapes) <= 3
+    assert (a * 3)._node.shape == (3, 4) and (a * 3).grad_fn.shape is (a * 4).grad_fn.shape
+
+
 # -- grad mode -------------------------------------------------------------------------------------
 
 
@@ -272,7 +285,7 @@ def test_unbind_backward_does_not_allocate_a_full_buffer_per_slice(rng: np.rando
     buffer plus the slices' own gradients, which wait until the walk reaches the slices (made before
     the chain, so visited last). A dense full-size gradient per slice peaks at about 5.5x (measured
     by patching getitem's backward to return ``IndexGrad.dense()``) and costs O(T^2) time; hence
-    the 3.5x bound."""
+    the 3.0x bound."""
     steps, width = 2000, 64
     x = ts.Tensor(rng.standard_normal((steps, width)), requires_grad=True)
     total = None
@@ -285,7 +298,7 @@ def test_unbind_backward_does_not_allocate_a_full_buffer_per_slice(rng: np.rando
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < 3.5 * x.data.nbytes, f"backward peaked at {peak / x.data.nbytes:.1f}x the tensor's size"
+    assert peak < 3.0 * x.data.nbytes, f"backward peaked at {peak / x.data.nbytes:.1f}x the tensor's size"
     expected = 0.5 ** np.minimum(np.arange(steps)[::-1], steps - 1)[:, None] * np.ones(width)
     np.testing.assert_array_equal(x.grad.data, expected)
 

@@ -265,7 +265,8 @@ class Tensor:
         return lambda: node.hooks.remove(on_gradient) if on_gradient in node.hooks else None
 
     def _accumulate_grad(self, grad: np.ndarray) -> None:
-        """Called by the engine: add ``grad`` into ``.grad`` (a fresh array, never mutated)."""
+        """Called by the engine: add ``grad`` into ``.grad`` (a new read-only array, or ``grad`` itself
+        frozen: the engine never writes into a gradient it has handed on)."""
         total = grad if self.grad is None else self.grad._data + grad
         self.grad = Tensor._wrap(np.asarray(total))  # asarray: 0-d arithmetic gives numpy scalars
 
