@@ -85,13 +85,30 @@ def sub(a: Any, b: Any) -> Tensor:
     return Tensor.from_op(out, "sub", (a, b), _pass_and_negate)
 
 
-class _MulBackward:
-    """(g y, g x): each input's gradient is g times the other input (None if it needs none)."""
+class SavedOperands:
+    """What a two-input product's backward keeps (mul, matmul): each input's gradient is g times
+    the other input, so the first's partner is kept only if the first needs a gradient, and so on
+    (``kept_for``: None where not needed)."""
 
     __slots__ = ("y_for_a", "x_for_b")
 
     def __init__(self, y_for_a: Any, x_for_b: Any) -> None:
         self.y_for_a, self.x_for_b = y_for_a, x_for_b
+
+
+class _SavedOutput:
+    """What a backward written in terms of the op's own output y keeps (tanh, sigmoid)."""
+
+    __slots__ = ("y",)
+
+    def __init__(self, y: np.ndarray) -> None:
+        self.y = y
+
+
+class _MulBackward(SavedOperands):
+    """(g y, g x)."""
+
+    __slots__ = ()
 
     def __call__(self, g: np.ndarray) -> tuple:
         return _times(g, self.y_for_a), _times(g, self.x_for_b)
@@ -159,13 +176,10 @@ def abs(a: Tensor) -> Tensor:  # noqa: A001
     return Tensor.from_op(np.abs(x), "abs", (a,), lambda g: (g * np.sign(x),))
 
 
-class _TanhBackward:
-    """g (1 - y^2), from the output y."""
+class _TanhBackward(_SavedOutput):
+    """g (1 - y^2)."""
 
-    __slots__ = ("y",)
-
-    def __init__(self, y: np.ndarray) -> None:
-        self.y = y
+    __slots__ = ()
 
     def __call__(self, g: np.ndarray) -> tuple[np.ndarray]:
         return (g * (1 - self.y * self.y),)
@@ -182,13 +196,10 @@ def logistic(x: np.ndarray) -> np.ndarray:
         return 1 / (1 + np.exp(-x))
 
 
-class _SigmoidBackward:
-    """g (1 - y) y, from the output y."""
+class _SigmoidBackward(_SavedOutput):
+    """g (1 - y) y."""
 
-    __slots__ = ("y",)
-
-    def __init__(self, y: np.ndarray) -> None:
-        self.y = y
+    __slots__ = ()
 
     def __call__(self, g: np.ndarray) -> tuple[np.ndarray]:
         return (g * (1 - self.y) * self.y,)

@@ -8,22 +8,19 @@ import numpy as np
 
 from ..autograd import ProductGrad
 from ..tensor import Tensor
-from .elementwise import data_of, kept_for
+from .elementwise import SavedOperands, data_of, kept_for
 
 
 def _swap_last(m: np.ndarray) -> np.ndarray:
     return np.swapaxes(m, -1, -2)
 
 
-class _MatrixBackward:
+class _MatrixBackward(SavedOperands):
     """2-D @ 2-D: (g y^T, x^T g). b's gradient x^T g stays unevaluated: a weight used at every step
     gets a few large products when the engine reaches it, as in a hand-written BPTT, instead of T
     small ones and T sums. A slotted class, not a closure, as elementwise explains."""
 
-    __slots__ = ("y_for_a", "x_for_b")
-
-    def __init__(self, y_for_a: np.ndarray | None, x_for_b: np.ndarray | None) -> None:
-        self.y_for_a, self.x_for_b = y_for_a, x_for_b
+    __slots__ = ()
 
     def __call__(self, g: np.ndarray) -> tuple:
         return (None if self.y_for_a is None else g @ self.y_for_a.T,
