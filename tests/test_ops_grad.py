@@ -374,6 +374,11 @@ def test_getitem_repeated_indices_scatter_add(rng: np.random.Generator) -> None:
     mixed_index = (slice(1, None), np.array([[3, 3], [-1, 0]]))  # an int array after a slice
     assert_grads_match(lambda t: t[mixed_index], [rng.standard_normal((3, 4))])
     assert_grads_match(lambda t: t[np.array([2, 2]), 1:], [rng.standard_normal((3, 4))])
+    # one-element integer arrays cannot repeat, so backward adds with += (not np.add.at): still exact
+    y = ts.Tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    (y[[2], 1:] * 2).sum().backward()
+    (y[[2], [0]] * 3).sum().backward()
+    np.testing.assert_array_equal(y.grad.data, np.array([[0.0] * 4, [0.0] * 4, [3.0, 2.0, 2.0, 2.0]]))
 
 
 @given(shape=NONSCALAR_SHAPES, data=st.data())

@@ -187,15 +187,15 @@ class IndexGrad(LazyGrad):
     buffer per parent: slicing T steps out of a sequence then costs O(T), not O(T^2).
     """
 
-    __slots__ = ("index", "values", "shape", "dtype", "has_int_array")
+    __slots__ = ("index", "values", "shape", "dtype", "may_repeat")
 
     def __init__(self, index: Any, values: np.ndarray, shape: tuple, dtype: np.dtype,
-                 has_int_array: bool) -> None:
+                 may_repeat: bool) -> None:
         self.index, self.values, self.shape, self.dtype = index, values, shape, dtype
-        self.has_int_array = has_int_array  # repeated integer indices must each add
+        self.may_repeat = may_repeat  # an integer array index may repeat elements: each must add
 
     def add_into(self, buffer: np.ndarray) -> None:
-        if self.has_int_array:
+        if self.may_repeat:
             np.add.at(buffer, self.index, self.values)
         else:
             buffer[self.index] += self.values

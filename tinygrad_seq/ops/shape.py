@@ -110,15 +110,16 @@ _BASIC_INDEX_TYPES = frozenset((int, slice, type(None), type(Ellipsis)))
 
 
 def _normalize_index(index: Any) -> tuple[Any, bool]:
-    """Tensors and lists in an index become arrays; also report whether any integer array is
-    present (then repeated indices must each add in backward)."""
+    """Tensors and lists in an index become arrays; also report whether the index may select an
+    element twice, so that backward must add each repeat (``np.add.at``, ten times slower than
+    ``+=``): only an integer array of more than one element can (a boolean mask never repeats)."""
     parts = index if isinstance(index, tuple) else (index,)
     for part in parts:  # fast path: ints and slices (a time step of a sequence) need no conversion
         if type(part) not in _BASIC_INDEX_TYPES:
             break
     else:
         return index, False
-    out, has_int_array = [], False
+    out, may_repeat = [], False
     for part in parts:
         if isinstance(part, Tensor):
             part = part._data
@@ -126,34 +127,34 @@ def _normalize_index(index: Any) -> tuple[Any, bool]:
             part = np.array(part)  # our own copy: the caller may mutate theirs before backward
         if isinstance(part, np.ndarray):
             if part.dtype.kind in "iu":
-                has_int_array = True
+                may_repeat = may_repeat or part.size > 1
             elif part.dtype != np.bool_:
                 raise IndexError(f"getitem: index arrays must be integer or boolean, got {part.dtype}")
         out.append(part)
-    return tuple(out), has_int_array
+    return tuple(out), may_repeat
 
 
 class _GetitemBackward:
     """g into the indexed part of a zero array of the input's shape, as an ``IndexGrad``."""
 
-    __slots__ = ("index", "shape", "dtype", "has_int_array")
+    __slots__ = ("index", "shape", "dtype", "may_repeat")
 
-    def __init__(self, index: Any, shape: tuple, dtype: np.dtype, has_int_array: bool) -> None:
-        self.index, self.shape, self.dtype, self.has_int_array = index, shape, dtype, has_int_array
+    def __init__(self, index: Any, shape: tuple, dtype: np.dtype, may_repeat: bool) -> None:
+        self.index, self.shape, self.dtype, self.may_repeat = index, shape, dtype, may_repeat
 
     def __call__(self, g: np.ndarray) -> tuple[IndexGrad]:
-        return (IndexGrad(self.index, g, self.shape, self.dtype, self.has_int_array),)
+        return (IndexGrad(self.index, g, self.shape, self.dtype, self.may_repeat),)
 
 
 def getitem(x: Tensor, index: Any) -> Tensor:
-    index, has_int_array = _normalize_index(index)
+    index, may_repeat = _normalize_index(index)
     source = x._data
     try:
         out = source[index]
     except IndexError as err:
         raise IndexError(f"getitem: {err} (tensor of shape {source.shape})") from None
     return Tensor.from_op(out, "getitem", (x,),
-                          _GetitemBackward(index, interned_shape(source.shape), source.dtype, has_int_array))
+                          _GetitemBackward(index, interned_shape(source.shape), source.dtype, may_repeat))
 
 
 # -- joining and splitting --------------------------------------------------------------------
