@@ -190,10 +190,20 @@ def tanh(a: Tensor) -> Tensor:
     return Tensor.from_op(y, "tanh", (a,), _TanhBackward(y))
 
 
+def logistic_into(out: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """out = sigmoid(x), PyTorch's formula 1 / (1 + exp(-x)), so float64 results match its bits; in
+    place, with no temporaries (``out`` may be x). exp(-x) overflows to inf for x << 0, giving the
+    right 0: callers silence that warning (fused layers once per sequence, not per step)."""
+    np.negative(x, out=out)
+    np.exp(out, out=out)
+    out += 1
+    return np.reciprocal(out, out=out)
+
+
 def logistic(x: np.ndarray) -> np.ndarray:
-    """sigmoid on an array, PyTorch's formula: 1 / (1 + exp(-x)), so float64 results match its bits."""
-    with np.errstate(over="ignore"):  # exp(-x) overflows to inf for x << 0; 1/(1+inf) is the right 0
-        return 1 / (1 + np.exp(-x))
+    """sigmoid on an array, in a new array of exp's result dtype (float16 up, as numpy's exp gives)."""
+    with np.errstate(over="ignore"):  # see logistic_into
+        return logistic_into(np.empty(x.shape, np.result_type(x.dtype, np.float16)), x)
 
 
 class _SigmoidBackward(_SavedOutput):
