@@ -49,6 +49,18 @@ def test_matmul_mismatch(call: Callable, fragments: list[str]) -> None:
 
 
 @pytest.mark.parametrize("call, fragments", [
+    (lambda: ts.addmm(ts.Tensor(np.ones(3)), ts.Tensor(np.ones(2)), ts.Tensor(np.ones((2, 3)))),
+     ["addmm:", "matrices", "(2,) and (2, 3)"]),
+    (lambda: ts.addmm(ts.Tensor(np.ones(2)), A, A), ["addmm:", "(2, 3) and (2, 3)", "not aligned"]),
+    (lambda: ts.addmm(ts.Tensor(np.ones((3, 2))), A, A.T), ["addmm:", "input of shape (3, 2)",
+                                                             "product's shape (2, 2)"]),
+    (lambda: ts.addmm(ts.Tensor(np.ones((4, 2, 2))), A, A.T), ["addmm:", "(4, 2, 2)", "(2, 2)"]),
+])
+def test_addmm_mismatch(call: Callable, fragments: list[str]) -> None:
+    _raises(ValueError, call, *fragments)
+
+
+@pytest.mark.parametrize("call, fragments", [
     (lambda: ts.cat([A, ts.Tensor(np.ones((3, 4)))], dim=0), ["cat:", "except dim 0", "[(2, 3), (3, 4)]"]),
     (lambda: ts.cat([A, ts.Tensor(np.ones((3, 3)))], dim=-1), ["cat:", "except dim 1", "[(2, 3), (3, 3)]"]),
     (lambda: ts.cat([A, ts.Tensor(np.ones((2, 3, 1)))]), ["cat:", "[(2, 3), (2, 3, 1)]"]),

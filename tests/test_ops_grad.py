@@ -217,6 +217,28 @@ def test_matmul_with_numpy_operand_on_the_left(rng: np.random.Generator) -> None
     assert_grads_match(lambda x: weight @ x, [rng.standard_normal((4, 2))])
 
 
+@given(sizes=st.tuples(*[st.integers(1, 3)] * 3), bias=st.integers(0, 6), seed=SEEDS)
+def test_addmm(sizes: tuple[int, int, int], bias: int, seed: int) -> None:
+    """input + mat1 @ mat2 for every input shape that broadcasts to the product, bit for bit."""
+    n, m, p = sizes
+    rng = np.random.default_rng(seed)
+    shape = [(n, p), (p,), (1, p), (n, 1), (), (1,), (1, 1)][bias]
+    c, a, b = rng.uniform(-2, 2, shape), rng.uniform(-2, 2, (n, m)), rng.uniform(-2, 2, (m, p))
+    (out,) = assert_grads_match(ts.addmm, [c, a, b])
+    np.testing.assert_array_equal(out.data, c + a @ b)
+    (method,) = assert_grads_match(lambda x, y, z: x.addmm(y, z), [c, a, b])
+    np.testing.assert_array_equal(method.data, out.data)
+
+
+def test_addmm_widens_like_the_sum_it_stands_for(rng: np.random.Generator) -> None:
+    a, b = (ts.Tensor(rng.standard_normal(s), dtype="float32") for s in ((2, 3), (3, 4)))
+    bias = ts.Tensor(rng.standard_normal(4), dtype="float64")
+    out = ts.addmm(bias, a, b)
+    assert out.dtype == (bias + a @ b).dtype == np.float64
+    np.testing.assert_array_equal(out.data, (bias + a @ b).data)
+    assert ts.addmm(0.5, a, b).dtype == np.float32  # a Python number does not widen (numpy's rule)
+
+
 # -- reductions --------------------------------------------------------------------------------
 
 REDUCTIONS = {"sum": (np.sum, uniform), "mean": (np.mean, uniform),

@@ -196,6 +196,9 @@ def test_lengths_shorter_than_the_input_keep_its_length() -> None:
 # -- provenance ------------------------------------------------------------------------------------
 
 
+PRODUCTS = ("matmul", "addmm")  # a step's h @ W_hh^T and a projection (addmm where a bias or x_t is added)
+
+
 def _nodes(*tensors: ts.Tensor) -> list:
     seen, nodes = set(), []
     for tensor in tensors:
@@ -223,11 +226,11 @@ def test_every_step_op_records_layer_direction_step_and_gate(kind: str, gates: t
     in_steps = [n for n in nodes if n.prov.step is not None]
     assert all(n.prov.layer is not None and n.prov.direction is not None for n in in_steps)
     assert all(n.prov.step is not None for n in nodes if n.op in ("sigmoid", "tanh"))
-    # one recurrent matmul per layer, direction and step, each in its own cluster
-    steps = {(n.prov.layer, n.prov.direction, n.prov.step) for n in in_steps if n.op == "matmul"}
+    # one recurrent product per layer, direction and step, each in its own cluster
+    steps = {(n.prov.layer, n.prov.direction, n.prov.step) for n in in_steps if n.op in PRODUCTS}
     assert steps == {(layer, direction, t) for layer in (0, 1) for direction in (0, 1) for t in range(4)}
-    # the input projections: one matmul per layer and direction, outside the steps
-    projections = [n for n in nodes if n.op == "matmul" and n.prov.step is None]
+    # the input projections: one product per layer and direction, outside the steps
+    projections = [n for n in nodes if n.op in PRODUCTS and n.prov.step is None]
     assert sorted((n.prov.layer, n.prov.direction) for n in projections) == [(0, 0), (0, 1), (1, 0), (1, 1)]
     labelled = {(n.prov.layer, n.prov.direction, n.prov.step, n.prov.gate) for n in nodes if n.prov.gate}
     assert labelled == {s + (g,) for s in steps for g in gates}
@@ -256,7 +259,7 @@ def test_each_run_of_a_layer_is_one_call_and_a_decoder_loop_keeps_its_own_steps(
             out, h = gru(ts.randn(1, 1, 2), h)
         states.append(out)
     steps = [{(n.prov.step, n.prov.call) for n in topological_order(out._node)
-              if n.op == "matmul" and n.prov.layer is not None and n.prov.step is not None} for out in states]
+              if n.op in PRODUCTS and n.prov.layer is not None and n.prov.step is not None} for out in states]
     assert steps[-1] == {(0, None), (1, None), (2, None)}
 
 

@@ -53,6 +53,12 @@ def _lstm(lib: ModuleType, xs: object, h: object, c: object, weight: object, bia
     return [h, c]
 
 
+@pytest.mark.parametrize("bias_shape", [(2, 4), (4,), (1, 4), (2, 1), ()])
+def test_addmm_matches_torch(bias_shape: tuple, rng: np.random.Generator) -> None:
+    arrays = [rng.standard_normal(bias_shape), rng.standard_normal((2, 3)), rng.standard_normal((3, 4))]
+    _assert_matches_torch(lambda lib, c, a, b: lib.addmm(c, a, b), arrays, rtol=0)
+
+
 def test_lstm_matches_torch(rng: np.random.Generator) -> None:
     steps, batch, inputs = 3, 2, 4
     _assert_matches_torch(_lstm, [

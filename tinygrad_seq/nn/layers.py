@@ -17,6 +17,7 @@ import numpy as np
 from ..autograd import IndexGrad
 from ..creation import generator
 from ..ops.elementwise import data_of
+from ..ops.linalg import addmm
 from ..tensor import Tensor
 from . import init
 from .module import Module, Parameter
@@ -29,6 +30,8 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if np.ndim(data_of(input)) == 0 or input.shape[-1] != weight.shape[-1]:
         raise ValueError(f"linear: input of shape {tuple(np.shape(data_of(input)))} does not match weight "
                          f"{weight.shape}: expected {weight.shape[-1]} features in the last dimension")
+    if bias is not None and input.ndim == 2:
+        return addmm(bias, input, weight.T)  # one op, as PyTorch's F.linear records one for a batch of vectors
     out = input @ weight.T
     return out if bias is None else out + bias
 

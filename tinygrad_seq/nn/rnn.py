@@ -7,8 +7,9 @@ The layers' ``fused=True`` runs each layer direction as one node with a hand-wri
 (``nn.fused``): the same numbers, one node instead of 4-14 per step, as fast as hand-written numpy.
 
 Speed: on small shapes the per-step Python work is the cost, so a layer projects the inputs of
-all time steps with one matmul per layer and direction before its loop, then per step does one
-matmul for all gates (h @ W_hh^T), one sigmoid over the full gate block, and slices.
+all time steps with one ``addmm`` (x W_ih^T + bias) per layer and direction before its loop, then
+per step does one ``addmm`` for all gates (x_t's projection + h W_hh^T), one sigmoid over the full
+gate block, and slices.
 
 Provenance: every op records its layer, direction (0 forward, 1 reverse) and time step; the ops
 that make one gate's value also record the gate (a name from ``LSTM_GATES`` / ``GRU_GATES``).
@@ -31,6 +32,7 @@ import numpy as np
 
 from .. import provenance
 from ..ops.elementwise import relu, tanh, where
+from ..ops.linalg import addmm
 from ..ops.shape import cat, stack
 from ..tensor import Tensor
 from . import fused, init
@@ -60,10 +62,9 @@ State = tuple[Tensor, ...]  # (h,) for RNN and GRU, (h, c) for LSTM
 
 def _project(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor:
     """x W_ih^T + b_ih, plus b_hh when it can be added before the recurrence (RNN, LSTM)."""
-    out = x @ w_ih.T
     if b_ih is None:
-        return out
-    return out + (b_ih if b_hh is None else b_ih + b_hh)
+        return x @ w_ih.T
+    return addmm(b_ih if b_hh is None else b_ih + b_hh, x, w_ih.T)
 
 
 class _ElmanMath:
@@ -74,7 +75,7 @@ class _ElmanMath:
 
     def _step(self, x_proj: Tensor, state: State, w_hh_t: Tensor, b_hh: Tensor | None,
               here: provenance.Provenance) -> State:
-        return (NONLINEARITIES[self.nonlinearity](x_proj + state[0] @ w_hh_t).named("h"),)
+        return (NONLINEARITIES[self.nonlinearity](addmm(x_proj, state[0], w_hh_t)).named("h"),)
 
     def _fused_steps(self, steps: int, batch: int, dtype: np.dtype) -> fused.Steps:
         return fused.ElmanSteps(self.nonlinearity)
@@ -89,7 +90,7 @@ class _LSTMMath:
               here: provenance.Provenance) -> State:
         h, c = state
         size = h.shape[-1]
-        gates = x_proj + h @ w_hh_t
+        gates = addmm(x_proj, h, w_hh_t)
         squashed = gates.sigmoid()  # i, f, o: one op over the block beats three (g's quarter goes unused)
         provenance.current = here.at(gate="i")
         i = squashed[:, :size]
@@ -117,7 +118,7 @@ class _GRUMath:
               here: provenance.Provenance) -> State:
         (h,) = state
         size = h.shape[-1]
-        h_proj = h @ w_hh_t if b_hh is None else h @ w_hh_t + b_hh
+        h_proj = h @ w_hh_t if b_hh is None else addmm(b_hh, h, w_hh_t)
         squashed = (x_proj + h_proj).sigmoid()  # r, z (n's third goes unused)
         provenance.current = here.at(gate="r")
         r = squashed[:, :size]

@@ -27,24 +27,64 @@ class _MatrixBackward(SavedOperands):
                 None if self.x_for_b is None else ProductGrad(self.x_for_b, g))
 
 
-def matmul(a: Any, b: Any) -> Tensor:
-    x, y = data_of(a), data_of(b)
-    if type(x) is not np.ndarray or type(y) is not np.ndarray:  # Python scalars, numpy scalars
-        x, y = np.asarray(x), np.asarray(y)
+class _AddMatrixBackward(_MatrixBackward):
+    """input + mat1 @ mat2: (g, g mat2^T, mat1^T g); the engine sums g back to a broadcast input."""
+
+    __slots__ = ()
+
+    def __call__(self, g: np.ndarray) -> tuple:
+        return (g, *_MatrixBackward.__call__(self, g))
+
+
+def _product(op: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """x @ y, or an error that names ``op`` and says which dimensions disagree."""
     if x.ndim == 0 or y.ndim == 0:
-        raise ValueError(f"matmul: both operands need at least 1 dimension, got shapes {x.shape} "
+        raise ValueError(f"{op}: both operands need at least 1 dimension, got shapes {x.shape} "
                          f"and {y.shape}")
     try:
-        out = x @ y
+        return x @ y
     except ValueError:
         inner = y.shape[0] if y.ndim == 1 else y.shape[-2]
         if x.shape[-1] == inner:  # the contraction fits, so the batch dims are what clash
-            raise ValueError(f"matmul: the batch dims of shapes {x.shape} and {y.shape} "
+            raise ValueError(f"{op}: the batch dims of shapes {x.shape} and {y.shape} "
                              "do not broadcast together") from None
-        raise ValueError(f"matmul: shapes {x.shape} and {y.shape} are not aligned: the last dimension of "
+        raise ValueError(f"{op}: shapes {x.shape} and {y.shape} are not aligned: the last dimension of "
                          f"the first ({x.shape[-1]}) must equal the "
                          f"{'only' if y.ndim == 1 else 'second-to-last'} dimension of the second "
                          f"({inner})") from None
+
+
+def _arrays(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
+    x, y = data_of(a), data_of(b)
+    if type(x) is not np.ndarray or type(y) is not np.ndarray:  # Python scalars, numpy scalars
+        x, y = np.asarray(x), np.asarray(y)
+    return x, y
+
+
+def addmm(input: Any, mat1: Any, mat2: Any) -> Tensor:  # noqa: A002 - PyTorch's argument name
+    """``input + mat1 @ mat2`` as one op, PyTorch's ``addmm`` (with beta = alpha = 1): mat1 (n, m),
+    mat2 (m, p), and input broadcasting to (n, p), such as a bias. Why one op: a linear layer or a
+    recurrent step records one node instead of two, and the sum is made in the product's buffer."""
+    x, y = _arrays(mat1, mat2)
+    if x.ndim != 2 or y.ndim != 2:
+        raise ValueError(f"addmm: mat1 and mat2 must be matrices (2-D), got shapes {x.shape} and {y.shape}")
+    out = _product("addmm", x, y)
+    bias = data_of(input)
+    shape, (rows, cols) = np.shape(bias), out.shape
+    if shape != out.shape and shape not in ((cols,), (1, cols), (rows, 1), (), (1,), (1, 1)):
+        raise ValueError(f"addmm: input of shape {shape} does not broadcast to the product's shape "
+                         f"{out.shape} (mat1 {x.shape} @ mat2 {y.shape})")
+    if (type(bias) is np.ndarray and bias.dtype is out.dtype) or np.result_type(bias, out) == out.dtype:
+        out += bias  # the same bits as bias + out: one rounding of the same two numbers
+    else:
+        out = bias + out  # a wider input widens the result, as input + mat1 @ mat2 would
+    return Tensor.from_op(out, "addmm", (input, mat1, mat2),
+                          _AddMatrixBackward(kept_for(mat1, y), kept_for(mat2, x)))
+
+
+def matmul(a: Any, b: Any) -> Tensor:
+    x, y = _arrays(a, b)
+    out = _product("matmul", x, y)
     y_for_a, x_for_b = kept_for(a, y), kept_for(b, x)
     if x.ndim == 2 and y.ndim == 2:  # every RNN step: no 1-D bookkeeping, .T rather than swapaxes
         return Tensor.from_op(out, "matmul", (a, b), _MatrixBackward(y_for_a, x_for_b))
