@@ -31,7 +31,7 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         raise ValueError(f"linear: input of shape {tuple(np.shape(data_of(input)))} does not match weight "
                          f"{weight.shape}: expected {weight.shape[-1]} features in the last dimension")
     if bias is not None and input.ndim == 2:
-        return addmm(bias, input, weight.T)  # one op, as PyTorch's F.linear records one for a batch of vectors
+        return addmm(bias, input, weight.T)  # one op, as PyTorch's F.linear records for a batch
     out = input @ weight.T
     return out if bias is None else out + bias
 

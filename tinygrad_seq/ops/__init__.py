@@ -86,8 +86,8 @@ for _name, _fn in _METHODS.items():
 Tensor.T = property(T, doc="All dims reversed (the matrix transpose for 2-D).")
 Tensor.__hash__ = object.__hash__  # defining __eq__ above would otherwise unset it
 
-__all__ = ["abs", "add", "addmm", "amax", "amin", "argmax", "argmin", "broadcast_to", "cast", "cat", "chunk", "clip",
-           "concatenate",
+__all__ = ["abs", "add", "addmm", "amax", "amin", "argmax", "argmin", "broadcast_to", "cast", "cat", "chunk",
+           "clip", "concatenate",
            "div", "eq", "exp", "expand", "flatten", "ge", "getitem", "gt", "le", "log", "log_softmax",
            "logsumexp", "lt", "matmul", "max", "maximum", "mean", "min", "minimum", "mul", "ne", "neg",
            "permute", "pow", "relu", "reshape", "sigmoid", "softmax", "split", "sqrt", "squeeze", "stack",
