@@ -263,6 +263,68 @@ def test_each_run_of_a_layer_is_one_call_and_a_decoder_loop_keeps_its_own_steps(
     assert steps[-1] == {(0, None), (1, None), (2, None)}
 
 
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["one-way", "bidirectional"])
+@pytest.mark.parametrize("fused", [False, True], ids=["composed", "fused"])
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_final_state_is_its_own_array(kind: str, fused: bool, bidirectional: bool) -> None:
+    """h_n (and c_n) share no memory with the output (the composed layer's steps write their h into
+    its rows, the fused node keeps every step's state in one buffer): a final state carried on
+    (TBPTT) must not keep the previous window's whole output alive."""
+    layer = getattr(ts.nn, kind)(3, 4, bidirectional=bidirectional, fused=fused)
+    out, state = layer(ts.tensor(np.random.default_rng(1).standard_normal((20, 2, 3)), dtype="float32"))
+    for final in state if kind == "LSTM" else (state,):
+        for direction in final.unbind(0):
+            assert direction.shape == (2, 4) and not np.shares_memory(direction.numpy(), out.numpy())
+            assert direction.numpy().base is None or direction.numpy().base.size <= 2 * 2 * 4
+
+
+@pytest.mark.parametrize("direction", [0, 1], ids=["forward", "reverse"])
+def test_steps_write_their_h_into_the_output_rows(direction: int) -> None:
+    """The composed output is no copy of the steps' states: each step but the last (the final state)
+    writes its h into its row, so the states the graph keeps and the output are the same memory."""
+    layer = ts.nn.RNN(3, 4, bidirectional=bool(direction))
+    hs: dict[int, np.ndarray] = {}
+
+    def keep(out: np.ndarray, op: str, node: object) -> np.ndarray:
+        if op == "tanh" and ts.provenance.current.direction == direction:
+            hs[ts.provenance.current.step] = out
+        return out
+
+    ts.autograd.state.tap = keep
+    try:
+        out, _ = layer(ts.randn(5, 2, 3))
+    finally:
+        ts.autograd.state.tap = None
+    last = 0 if direction else 4
+    half = out.numpy()[..., 4 * direction:4 * (direction + 1)]
+    for t, h in hs.items():
+        np.testing.assert_array_equal(h, half[t])
+        # one direction: the output is the rows themselves; two: cat copies both into the output
+        assert np.shares_memory(h, out.numpy()) == (not direction and t != last), t
+
+
+def test_output_follows_a_step_whose_h_was_replaced() -> None:
+    """gradcheck replays a function replacing one op's output at a time (``autograd.state.tap``); a
+    step's h that is not in its row any more must still be the output's row."""
+    layer = ts.nn.RNN(3, 4).double()
+    x = ts.randn(5, 2, 3, dtype=np.float64)
+
+    def shift(out: np.ndarray, op: str, node: object) -> np.ndarray:
+        return out + 1.0 if op == "tanh" else out
+
+    ts.autograd.state.tap = shift
+    try:
+        out, h_n = layer(x)
+    finally:
+        ts.autograd.state.tap = None
+    w_ih, w_hh, b_ih, b_hh = (p.numpy() for p in layer.parameters())
+    h = np.zeros((2, 4))
+    for t in range(5):  # the recurrence with every h shifted by one, as the tap made it
+        h = np.tanh(x.numpy()[t] @ w_ih.T + b_ih + b_hh + h @ w_hh.T) + 1.0
+        np.testing.assert_allclose(out.numpy()[t], h, rtol=1e-12)
+    np.testing.assert_array_equal(h_n.numpy()[0], out.numpy()[4])
+
+
 # -- parameters, names, repr -----------------------------------------------------------------------
 
 PYTORCH_LSTM_2_LAYER_BIDIRECTIONAL = [

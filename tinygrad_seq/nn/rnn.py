@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 
 from .. import provenance
-from ..ops.elementwise import relu, tanh, where
+from ..ops.elementwise import add, mul, relu, tanh, where
 from ..ops.linalg import addmm
-from ..ops.shape import cat, stack
+from ..ops.shape import cat, stacked
 from ..tensor import Tensor
 from . import fused, init
 from .layers import check_probability, check_size, dropout
@@ -68,14 +68,17 @@ def _project(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) 
 
 
 class _ElmanMath:
-    """What RNN and RNNCell share: one gate block, state (h,), both biases folded into x_proj."""
+    """What RNN and RNNCell share: one gate block, state (h,), both biases folded into x_proj.
+
+    Each ``_step`` makes the new state from x_proj (the step's input projection), the state and
+    W_hh^T, and writes its h into ``into`` if given (``_RNNBase._run_direction``)."""
 
     _gate_count, _state_count, _folds_hidden_bias = 1, 1, True
     nonlinearity: str
 
     def _step(self, x_proj: Tensor, state: State, w_hh_t: Tensor, b_hh: Tensor | None,
-              here: provenance.Provenance) -> State:
-        return (NONLINEARITIES[self.nonlinearity](addmm(x_proj, state[0], w_hh_t)).named("h"),)
+              here: provenance.Provenance, into: np.ndarray | None = None) -> State:
+        return (NONLINEARITIES[self.nonlinearity](addmm(x_proj, state[0], w_hh_t), into=into).named("h"),)
 
     def _fused_steps(self, steps: int, batch: int, dtype: np.dtype) -> fused.Steps:
         return fused.ElmanSteps(self.nonlinearity)
@@ -87,7 +90,7 @@ class _LSTMMath:
     _gate_count, _state_count, _folds_hidden_bias = 4, 2, True
 
     def _step(self, x_proj: Tensor, state: State, w_hh_t: Tensor, b_hh: Tensor | None,
-              here: provenance.Provenance) -> State:
+              here: provenance.Provenance, into: np.ndarray | None = None) -> State:
         h, c = state
         size = h.shape[-1]
         gates = addmm(x_proj, h, w_hh_t)
@@ -102,7 +105,7 @@ class _LSTMMath:
         o = squashed[:, 3 * size:]
         provenance.current = here
         c = (f * c + i * g).named("c")
-        return (o * c.tanh()).named("h"), c
+        return mul(o, c.tanh(), into=into).named("h"), c  # h = o * tanh(c)
 
     def _fused_steps(self, steps: int, batch: int, dtype: np.dtype) -> fused.Steps:
         return fused.LSTMSteps(steps, batch, self.hidden_size, dtype)
@@ -115,7 +118,7 @@ class _GRUMath:
     _gate_count, _state_count, _folds_hidden_bias = 3, 1, False
 
     def _step(self, x_proj: Tensor, state: State, w_hh_t: Tensor, b_hh: Tensor | None,
-              here: provenance.Provenance) -> State:
+              here: provenance.Provenance, into: np.ndarray | None = None) -> State:
         (h,) = state
         size = h.shape[-1]
         h_proj = h @ w_hh_t if b_hh is None else addmm(b_hh, h, w_hh_t)
@@ -127,7 +130,7 @@ class _GRUMath:
         provenance.current = here.at(gate="n")
         n = (x_proj[:, 2 * size:] + r * h_proj[:, 2 * size:]).tanh()
         provenance.current = here
-        return ((n + z * (h - n)).named("h"),)
+        return (add(n, z * (h - n), into=into).named("h"),)  # h = n + z * (h - n)
 
     def _fused_steps(self, steps: int, batch: int, dtype: np.dtype) -> fused.Steps:
         return fused.GRUSteps(steps, batch, self.hidden_size, dtype)
@@ -458,16 +461,26 @@ class _RNNBase(Module):
         w_hh_t = w_hh.T
         scope = provenance.current
         outputs: list[Tensor | None] = [None] * steps
+        # The output, (T, B, H): each step writes its h into its row (``into``), so that stacking
+        # them copies nothing, except the last step, whose h is its own array: a final state carried
+        # on (as across TBPTT windows) then does not keep the whole output alive. Where a step's h
+        # is not in its row (the last step's, a masked step's, one gradcheck replaced), it is copied.
+        rows = np.empty((steps, batch, self.hidden_size), x_proj.dtype)
+        last = 0 if direction else steps - 1
         for t in fused.time_order(steps, bool(direction)):
             here = provenance.current = scope.at(step=t if own_time else None)
-            new_state = self._step(x_proj[t * batch:(t + 1) * batch], state, w_hh_t, b_step, here)
+            into = None if t == last or t in partial else rows[t]
+            new_state = self._step(x_proj[t * batch:(t + 1) * batch], state, w_hh_t, b_step, here, into)
             if t in partial:  # some sequences are over (forward) or not yet started (reverse) at t
                 new_state = tuple(where(valid[t], new, old).named(new.name)
                                   for new, old in zip(new_state, state, strict=True))
             state = new_state
             outputs[t] = state[0]
         provenance.current = scope
-        return stack(outputs), tuple(s.unsqueeze(0) for s in state)
+        for t, h in enumerate(outputs):
+            if h._data.base is not rows:
+                rows[t] = h._data
+        return stacked(outputs, rows), tuple(s.unsqueeze(0) for s in state)
 
     def _run_fused(self, layer_input: Tensor, state: State, layer: int, direction: int, steps: int,
                    batch: int, valid: np.ndarray | None, partial: frozenset,

@@ -35,9 +35,9 @@ def kept_for(tensor: Any, array: Any) -> Any:
     return array if getattr(tensor, "_node", None) is not None else None
 
 
-def _broadcasting(op: str, ufunc: Callable, x: Any, y: Any) -> np.ndarray:
+def _broadcasting(op: str, ufunc: Callable, x: Any, y: Any, into: np.ndarray | None = None) -> np.ndarray:
     try:
-        return ufunc(x, y)
+        return ufunc(x, y) if into is None else ufunc(x, y, out=into)
     except ValueError:
         raise ValueError(f"{op}: shapes {np.shape(x)} and {np.shape(y)} do not broadcast together "
                          "(numpy rules: trailing dimensions must be equal or 1)") from None
@@ -75,8 +75,13 @@ def _negate(g: np.ndarray) -> tuple[np.ndarray]:
 # -- arithmetic ------------------------------------------------------------------------------
 
 
-def add(a: Any, b: Any) -> Tensor:
-    out = _broadcasting("add", np.add, data_of(a), data_of(b))
+# ``into`` (add, mul, tanh, relu): an array of the result's shape and dtype that the caller
+# hands over for the result, which it must not write again. The recurrent layers pass the rows of
+# their output, so that stacking the steps' states costs no copy (``nn.rnn``).
+
+
+def add(a: Any, b: Any, *, into: np.ndarray | None = None) -> Tensor:
+    out = _broadcasting("add", np.add, data_of(a), data_of(b), into)
     return Tensor.from_op(out, "add", (a, b), _pass_both)
 
 
@@ -114,9 +119,9 @@ class _MulBackward(SavedOperands):
         return _times(g, self.y_for_a), _times(g, self.x_for_b)
 
 
-def mul(a: Any, b: Any) -> Tensor:
+def mul(a: Any, b: Any, *, into: np.ndarray | None = None) -> Tensor:
     x, y = data_of(a), data_of(b)
-    return Tensor.from_op(_broadcasting("mul", np.multiply, x, y), "mul", (a, b),
+    return Tensor.from_op(_broadcasting("mul", np.multiply, x, y, into), "mul", (a, b),
                           _MulBackward(kept_for(a, y), kept_for(b, x)))
 
 
@@ -185,8 +190,8 @@ class _TanhBackward(_SavedOutput):
         return (g * (1 - self.y * self.y),)
 
 
-def tanh(a: Tensor) -> Tensor:
-    y = np.tanh(a._data)
+def tanh(a: Tensor, *, into: np.ndarray | None = None) -> Tensor:
+    y = np.tanh(a._data) if into is None else np.tanh(a._data, out=into)
     return Tensor.from_op(y, "tanh", (a,), _TanhBackward(y))
 
 
@@ -220,8 +225,8 @@ def sigmoid(a: Tensor) -> Tensor:
     return Tensor.from_op(y, "sigmoid", (a,), _SigmoidBackward(y))
 
 
-def relu(a: Tensor) -> Tensor:
-    y = np.maximum(a._data, 0)
+def relu(a: Tensor, *, into: np.ndarray | None = None) -> Tensor:
+    y = np.maximum(a._data, 0) if into is None else np.maximum(a._data, 0, out=into)
     return Tensor.from_op(y, "relu", (a,), lambda g: (g * (y > 0),))
 
 
