@@ -239,6 +239,24 @@ def test_addmm_widens_like_the_sum_it_stands_for(rng: np.random.Generator) -> No
     assert ts.addmm(0.5, a, b).dtype == np.float32  # a Python number does not widen (numpy's rule)
 
 
+@pytest.mark.parametrize("op", ["add", "mul", "tanh", "relu"])
+def test_into_is_used_only_where_the_result_fits_it_exactly(op: str) -> None:
+    """``into`` (what the recurrent layers hand the op that makes a step's h) is a hint: an array
+    of another shape or dtype is left alone, never broadcast into or cast to."""
+    fn = getattr(ts, op)
+    a = ts.Tensor(np.linspace(-1, 1, 6).reshape(2, 3))
+    call = (lambda into: fn(a, a, into=into)) if op in ("add", "mul") else (lambda into: fn(a, into=into))
+    expected = call(None).numpy()
+    row = np.empty((2, 3))
+    out = call(row)
+    assert np.shares_memory(out.numpy(), row)
+    np.testing.assert_array_equal(row, expected)
+    for unfit in (np.zeros((2, 3), np.float32), np.zeros((4, 2, 3))):
+        out = call(unfit)
+        assert not np.shares_memory(out.numpy(), unfit) and not unfit.any() and out.dtype == np.float64
+        np.testing.assert_array_equal(out.numpy(), expected)
+
+
 # -- reductions --------------------------------------------------------------------------------
 
 REDUCTIONS = {"sum": (np.sum, uniform), "mean": (np.mean, uniform),

@@ -283,24 +283,48 @@ def test_steps_write_their_h_into_the_output_rows(direction: int) -> None:
     """The composed output is no copy of the steps' states: each step but the last (the final state)
     writes its h into its row, so the states the graph keeps and the output are the same memory."""
     layer = ts.nn.RNN(3, 4, bidirectional=bool(direction))
-    hs: dict[int, np.ndarray] = {}
-
-    def keep(out: np.ndarray, op: str, node: object) -> np.ndarray:
-        if op == "tanh" and ts.provenance.current.direction == direction:
-            hs[ts.provenance.current.step] = out
-        return out
-
-    ts.autograd.state.tap = keep
-    try:
-        out, _ = layer(ts.randn(5, 2, 3))
-    finally:
-        ts.autograd.state.tap = None
+    out, _ = layer(ts.randn(5, 2, 3))
+    hs = {node.prov.step: node.backward.y for node in topological_order(out._node)  # what tanh saved
+          if node.op == "tanh" and node.prov.direction == direction}
+    assert sorted(hs) == list(range(5))
     last = 0 if direction else 4
     half = out.numpy()[..., 4 * direction:4 * (direction + 1)]
     for t, h in hs.items():
         np.testing.assert_array_equal(h, half[t])
         # one direction: the output is the rows themselves; two: cat copies both into the output
         assert np.shares_memory(h, out.numpy()) == (not direction and t != last), t
+
+
+def test_a_replaced_step_keeps_what_its_op_saved_for_backward() -> None:
+    """A tap replaces an op's output after the op saved it: the replaced h must not be written over
+    the saved one (the layer's rows), so gradients equal a cell loop's under the same tap."""
+    layer, cell = ts.nn.RNN(3, 4).double(), ts.nn.RNNCell(3, 4).double()
+    cell.load_state_dict({name.removesuffix("_l0"): value for name, value in layer.state_dict().items()})
+    rng = np.random.default_rng(2)
+    x_data, weights = rng.standard_normal((5, 2, 3)), rng.standard_normal((5, 2, 4))
+
+    def shift(out: np.ndarray, op: str, node: object) -> np.ndarray:
+        return out + 1.0 if op == "tanh" and ts.provenance.current.step == 1 else out
+
+    grads = []
+    ts.autograd.state.tap = shift
+    try:
+        for run_cells in (False, True):
+            x = ts.tensor(x_data, requires_grad=True)
+            if run_cells:
+                h, states = None, []
+                for t in range(5):
+                    with ts.scope(step=t):
+                        h = cell(x[t], h)
+                    states.append(h)
+                out = ts.stack(states)
+            else:
+                out, _ = layer(x)
+            (out * ts.tensor(weights)).sum().backward()
+            grads.append(x.grad.numpy())
+    finally:
+        ts.autograd.state.tap = None
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12)
 
 
 def test_output_follows_a_step_whose_h_was_replaced() -> None:
@@ -440,6 +464,20 @@ def test_dropout_acts_between_layers_only_while_training(rng: np.random.Generato
 def test_bad_input_is_named(call: object, error: type, message: str) -> None:
     with pytest.raises(error, match=re.escape(message)):
         call()
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["composed", "fused"])
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_parameters_of_mixed_dtypes_are_refused(kind: str, fused: bool) -> None:
+    """As in PyTorch: a layer computes in one dtype and writes its states into buffers of it, so a
+    parameter given an array of another dtype (``.data``) is an error, not a silent cast."""
+    layer = getattr(ts.nn, kind)(3, 4, num_layers=2, fused=fused)
+    layer.weight_hh_l1.data = np.zeros(layer.weight_hh_l1.shape)  # float64 in a float32 layer
+    with pytest.raises(TypeError, match=re.escape(f"{kind}: parameter weight_hh_l1 is float64 but "
+                                                  "weight_ih_l0 is float32")):
+        layer(ts.randn(5, 2, 3))
+    layer.to(np.float32)
+    assert layer(ts.randn(5, 2, 3))[0].dtype == np.float32
 
 
 # -- live PyTorch parity --------------------------------------------------------------------------

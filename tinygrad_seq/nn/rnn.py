@@ -4,7 +4,7 @@ Parameter names, shapes, registration order, gate order and initialisation are P
 PyTorch state_dict converted to numpy loads and gives the same numbers. Everything is composed
 from Tensor ops, with no hand-written backward: BPTT is the engine walking the unrolled graph.
 The layers' ``fused=True`` runs each layer direction as one node with a hand-written BPTT instead
-(``nn.fused``): the same numbers, one node instead of 4-14 per step, as fast as hand-written numpy.
+(``nn.fused``): the same numbers, one node instead of 3-13 per step, as fast as hand-written numpy.
 
 Speed: on small shapes the per-step Python work is the cost, so a layer projects the inputs of
 all time steps with one ``addmm`` (x W_ih^T + bias) per layer and direction before its loop, then
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import provenance
+from .. import autograd, provenance
 from ..ops.elementwise import add, mul, relu, tanh, where
 from ..ops.linalg import addmm
 from ..ops.shape import cat, stacked
@@ -160,6 +160,20 @@ def _check_input(input: Any, ranks: tuple[int, int], input_size: int, dtype: np.
         raise ValueError(f"{owner} expected input of size {input_size} in the last dimension, "
                          f"got {input.shape[-1]}")
     return input
+
+
+def _parameter_dtype(module: Module, owner: str) -> np.dtype:
+    """The one dtype of a layer's parameters, in which it computes. As in PyTorch, a mix (one
+    given a float64 array through ``.data``, say) is refused: both paths write the states into
+    buffers of one dtype."""
+    params = iter(module._parameters.items())
+    _, first = next(params)
+    for name, param in params:
+        if param.dtype != first.dtype:
+            raise TypeError(f"{owner}: parameter {name} is {param.dtype} but weight_ih_l0 is {first.dtype}; "
+                            "a recurrent layer computes in one dtype: convert them, e.g. "
+                            f"module.to({first.dtype})")
+    return first.dtype
 
 
 def _unpack_state(hx: Any, count: int, names: tuple[str, str], expected: tuple, layout: str, dtype: np.dtype,
@@ -360,7 +374,8 @@ class _RNNBase(Module):
 
     def forward(self, input: Tensor, hx: Any = None, lengths: Any = None) -> tuple[Tensor, Any]:
         owner = type(self).__name__
-        x = _check_input(input, (2, 3), self.input_size, self.weight_ih_l0.dtype, owner)
+        dtype = _parameter_dtype(self, owner)
+        x = _check_input(input, (2, 3), self.input_size, dtype, owner)
         unbatched = x.ndim == 2
         if unbatched:
             if lengths is not None:
@@ -380,8 +395,7 @@ class _RNNBase(Module):
             expected = (slots, batch, self.hidden_size)
             layout = ("(num_layers * num_directions, batch, hidden_size)"
                       + (", not batch-first even with batch_first=True" if self.batch_first else ""))
-        state = _unpack_state(hx, self._state_count, ("h0", "c0"), expected, layout, self.weight_ih_l0.dtype,
-                              owner)
+        state = _unpack_state(hx, self._state_count, ("h0", "c0"), expected, layout, dtype, owner)
         if state is not None and unbatched:
             state = tuple(s.unsqueeze(1) for s in state)
 
@@ -449,7 +463,7 @@ class _RNNBase(Module):
                        batch: int, valid: np.ndarray | None, partial: frozenset,
                        own_time: bool) -> tuple[Tensor, State]:
         """One layer in one direction: outputs (T, B, H) and the final state ((1, B, H) each).
-        ``layer_input`` is ``_layer_input``'s, so one matmul projects every step. Steps record their t,
+        ``layer_input`` is ``_layer_input``'s, so one addmm projects every step. Steps record their t,
         unless this is one step of the caller's time loop (``_own_time``)."""
         if self.fused:
             return self._run_fused(layer_input, state, layer, direction, steps, batch, valid, partial,
@@ -463,13 +477,15 @@ class _RNNBase(Module):
         outputs: list[Tensor | None] = [None] * steps
         # The output, (T, B, H): each step writes its h into its row (``into``), so that stacking
         # them copies nothing, except the last step, whose h is its own array: a final state carried
-        # on (as across TBPTT windows) then does not keep the whole output alive. Where a step's h
-        # is not in its row (the last step's, a masked step's, one gradcheck replaced), it is copied.
+        # on (as across TBPTT windows) then does not keep the whole output alive. A masked step's h
+        # is made by ``where``, and while a tap (gradcheck's) may replace what an op made after the op
+        # saved it for backward, no step writes into its row; those h are copied in afterwards.
         rows = np.empty((steps, batch, self.hidden_size), x_proj.dtype)
         last = 0 if direction else steps - 1
+        write = autograd.state.tap is None
         for t in fused.time_order(steps, bool(direction)):
             here = provenance.current = scope.at(step=t if own_time else None)
-            into = None if t == last or t in partial else rows[t]
+            into = rows[t] if write and t != last and t not in partial else None
             new_state = self._step(x_proj[t * batch:(t + 1) * batch], state, w_hh_t, b_step, here, into)
             if t in partial:  # some sequences are over (forward) or not yet started (reverse) at t
                 new_state = tuple(where(valid[t], new, old).named(new.name)

@@ -37,7 +37,7 @@ def kept_for(tensor: Any, array: Any) -> Any:
 
 def _broadcasting(op: str, ufunc: Callable, x: Any, y: Any, into: np.ndarray | None = None) -> np.ndarray:
     try:
-        return ufunc(x, y) if into is None else ufunc(x, y, out=into)
+        return ufunc(x, y) if into is None else ufunc(x, y, out=_fitting(into, x, y))
     except ValueError:
         raise ValueError(f"{op}: shapes {np.shape(x)} and {np.shape(y)} do not broadcast together "
                          "(numpy rules: trailing dimensions must be equal or 1)") from None
@@ -75,9 +75,17 @@ def _negate(g: np.ndarray) -> tuple[np.ndarray]:
 # -- arithmetic ------------------------------------------------------------------------------
 
 
-# ``into`` (add, mul, tanh, relu): an array of the result's shape and dtype that the caller
-# hands over for the result, which it must not write again. The recurrent layers pass the rows of
-# their output, so that stacking the steps' states costs no copy (``nn.rnn``).
+# ``into`` (add, mul, tanh, relu; keyword-only): where the caller would like the result, an array it
+# hands over and does not write again. A hint: used only if every operand is an array of its exact
+# shape and dtype (nothing to broadcast or cast), else the result is a new array as without it. The
+# recurrent layers pass the rows of their output, so that stacking the steps' states copies nothing.
+
+
+def _fitting(into: np.ndarray, *operands: Any) -> np.ndarray | None:
+    for x in operands:
+        if type(x) is not np.ndarray or x.shape != into.shape or x.dtype != into.dtype:
+            return None
+    return into
 
 
 def add(a: Any, b: Any, *, into: np.ndarray | None = None) -> Tensor:
@@ -191,7 +199,7 @@ class _TanhBackward(_SavedOutput):
 
 
 def tanh(a: Tensor, *, into: np.ndarray | None = None) -> Tensor:
-    y = np.tanh(a._data) if into is None else np.tanh(a._data, out=into)
+    y = np.tanh(a._data) if into is None else np.tanh(a._data, out=_fitting(into, a._data))
     return Tensor.from_op(y, "tanh", (a,), _TanhBackward(y))
 
 
@@ -226,7 +234,7 @@ def sigmoid(a: Tensor) -> Tensor:
 
 
 def relu(a: Tensor, *, into: np.ndarray | None = None) -> Tensor:
-    y = np.maximum(a._data, 0) if into is None else np.maximum(a._data, 0, out=into)
+    y = np.maximum(a._data, 0) if into is None else np.maximum(a._data, 0, out=_fitting(into, a._data))
     return Tensor.from_op(y, "relu", (a,), lambda g: (g * (y > 0),))
 
 

@@ -194,18 +194,18 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     dim %= ndim
     lead = (slice(None),) * dim
     # np.stack's own recipe, without its argument checks (done above): a new axis, then concatenate
-    return _stack_node(np.concatenate([t._data[lead + (None,)] for t in tensors], axis=dim), tensors, dim)
+    return _stack_node(np.concatenate([t._data[lead + (None,)] for t in tensors], axis=dim), tensors, lead)
 
 
-def stacked(tensors: list[Tensor], out: np.ndarray) -> Tensor:
+def stacked(tensors: Sequence[Tensor], out: np.ndarray) -> Tensor:
     """``stack(tensors)`` when its result is already made: ``out[i]`` holds the values of
     ``tensors[i]``, which the caller wrote there (a recurrent layer's steps write their states into
     its output's rows), so nothing is copied."""
-    return _stack_node(out, tensors, 0)
+    return _stack_node(out, tensors, ())
 
 
-def _stack_node(out: np.ndarray, tensors: list[Tensor], dim: int) -> Tensor:
-    lead = (slice(None),) * dim
+def _stack_node(out: np.ndarray, tensors: Sequence[Tensor], lead: tuple) -> Tensor:
+    """The node of a stack along the dim after the ``lead`` (full slices) dims."""
     count = len(tensors)  # not the list: backward must not keep every input tensor alive
     return Tensor.from_op(out, "stack", tensors, lambda g: tuple(g[lead + (i,)] for i in range(count)))
 
