@@ -37,14 +37,14 @@ class Size(NamedTuple):
 
 
 SIZES = {
-    "tiny": Size(8, 1, 10, 16, repeat=21),
-    "medium": Size(64, 32, 64, 128, repeat=5),
-    "large": Size(32, 64, 256, 512, repeat=3),
-    "long": Size(1000, 4, 16, 32, repeat=3),
+    "tiny": Size(8, 1, 10, 16, repeat=201),  # a round takes milliseconds: many, to steady the median
+    "medium": Size(64, 32, 64, 128, repeat=9),
+    "large": Size(32, 64, 256, 512, repeat=5),
+    "long": Size(1000, 4, 16, 32, repeat=5),
 }
 CELLS = {"rnn": (ts.nn.RNN, 1), "lstm": (ts.nn.LSTM, 4), "gru": (ts.nn.GRU, 3)}
 DTYPES = ("float32", "float64")
-LINEARITY = Size(1000, 4, 16, 32, repeat=3)  # LSTM, float64; timed again at 10x the steps
+LINEARITY = Size(1000, 4, 16, 32, repeat=3)  # LSTM, float64; timed in the same rounds at 10x the steps
 LINEARITY_FACTOR = 10
 QUICK_REPEAT = 3
 
@@ -164,24 +164,24 @@ def run_table(torch: Any, sizes: list[str], cells: list[str], dtypes: list[str],
 
 
 def run_linearity(repeat: int | None, quick: bool) -> None:
-    """Our cost per time step at T and 10 T; a ratio near 1.0 means BPTT is linear in T."""
-    base = LINEARITY
-    long = base._replace(steps=base.steps * LINEARITY_FACTOR, repeat=1)
-    print(f"\nours, LSTM float64 B={base.batch} I={base.features} H={base.hidden}, "
+    """Our cost per time step at T and 10 T, timed in the same rounds (a slow patch of a shared
+    machine hits both alike); a ratio near 1.0 means BPTT is linear in T."""
+    size = LINEARITY
+    print(f"\nours, LSTM float64 B={size.batch} I={size.features} H={size.hidden}, "
           f"microseconds per time step (forward + backward):")
-    per_step = {}
-    for size in (base, long):
-        if quick and size is long:
-            print(f"  T={size.steps:>6,}: skipped (--quick)")
-            continue
-        step = ours_step("lstm", make_problem("lstm", size, "float64"))
-        seconds = interleaved_medians({"ours": step}, repeat or size.repeat)["ours"]
-        per_step[size.steps] = seconds / size.steps
-        print(f"  T={size.steps:>6,}: {per_step[size.steps] * 1e6:8.1f} us/step  "
-              f"({seconds * 1e3:.1f} ms per training step)", flush=True)
-    if len(per_step) == 2:
-        print(f"  ratio T={long.steps:,} / T={base.steps:,}: "
-              f"{per_step[long.steps] / per_step[base.steps]:.2f} (1.0 = linear in T)")
+    lengths = [size.steps] if quick else [size.steps, size.steps * LINEARITY_FACTOR]
+    steps = {f"T={t}": ours_step("lstm", make_problem("lstm", size._replace(steps=t), "float64"))
+             for t in lengths}
+    seconds = interleaved_medians(steps, repeat or size.repeat)
+    per_step = {t: seconds[f"T={t}"] / t for t in lengths}
+    for t in lengths:
+        print(f"  T={t:>6,}: {per_step[t] * 1e6:8.1f} us/step  "
+              f"({seconds[f'T={t}'] * 1e3:.1f} ms per training step)")
+    if quick:
+        print(f"  T={size.steps * LINEARITY_FACTOR:>6,}: skipped (--quick)")
+    else:
+        ratio_t = per_step[lengths[1]] / per_step[lengths[0]]
+        print(f"  ratio T={lengths[1]:,} / T={lengths[0]:,}: {ratio_t:.2f} (1.0 = linear in T)")
 
 
 def names(choices: Any, what: str) -> Callable[[str], list[str]]:

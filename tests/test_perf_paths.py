@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import re
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -56,3 +59,15 @@ def test_peak_memory_of_a_long_sequence_step_is_bounded(cell: str, fused: bool,
 
     reference = _peak_bytes(lambda: numpy_bptt.BPTT[cell](x, out_grad, **weights, input_grad=False))
     assert _peak_bytes(ours) <= MARGIN * reference
+
+
+def test_the_benchmark_runs_and_reports_every_column() -> None:
+    """A smoke test of benchmarks/bench_rnn.py on its smallest case (one run; no time is asserted,
+    only that it runs and prints its ratios and the linearity line)."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_rnn.py"
+    arguments = ["--sizes", "tiny", "--cells", "gru", "--dtypes", "float64", "--repeat", "1", "--quick"]
+    result = subprocess.run([sys.executable, str(script), *arguments], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith("gru   tiny")]
+    assert len(re.findall(r"\d+\.\d+x", row)) >= 4 and "us/step" in result.stdout
