@@ -7,7 +7,9 @@ nn.RNN/LSTM/GRU when torch is installed, in one process, interleaved; plus peak 
                                    [--repeat N] [--threads 1|default] [--quick]
 
 Times are medians of repeated runs; read the ratio columns, not the absolute times: the machine
-may be shared and noisy, but the three implementations run in the same rounds, one after another.
+may be shared and noisy, but the implementations run in the same rounds, one after another (every
+other round in reverse order). At tiny and medium sizes each timed step comes right after an untimed
+one of its own, as in a training loop (``interleaved_medians`` says why).
 """
 
 from __future__ import annotations
@@ -34,17 +36,19 @@ class Size(NamedTuple):
     features: int
     hidden: int
     repeat: int  # default number of timed runs: fewer for the sizes where one step is slow
+    back_to_back: bool  # time each step right after an untimed one (interleaved_medians)
 
 
 SIZES = {
-    "tiny": Size(8, 1, 10, 16, repeat=201),  # a round takes milliseconds: many, to steady the median
-    "medium": Size(64, 32, 64, 128, repeat=9),
-    "large": Size(32, 64, 256, 512, repeat=5),
-    "long": Size(1000, 4, 16, 32, repeat=5),
+    "tiny": Size(8, 1, 10, 16, repeat=201, back_to_back=True),  # a round takes milliseconds: many
+    "medium": Size(64, 32, 64, 128, repeat=9, back_to_back=True),
+    "large": Size(32, 64, 256, 512, repeat=5, back_to_back=False),
+    "long": Size(1000, 4, 16, 32, repeat=5, back_to_back=False),
 }
 CELLS = {"rnn": (ts.nn.RNN, 1), "lstm": (ts.nn.LSTM, 4), "gru": (ts.nn.GRU, 3)}
 DTYPES = ("float32", "float64")
-LINEARITY = Size(1000, 4, 16, 32, repeat=3)  # LSTM, float64; timed in the same rounds at 10x the steps
+# LSTM, float64; timed in the same rounds at 10x the steps
+LINEARITY = Size(1000, 4, 16, 32, repeat=3, back_to_back=False)
 LINEARITY_FACTOR = 10
 QUICK_REPEAT = 3
 
@@ -105,14 +109,22 @@ def torch_step(torch: Any, cell: str, problem: Problem) -> Callable[[], None]:
     return step
 
 
-def interleaved_medians(steps: dict[str, Callable[[], None]], repeat: int) -> dict[str, float]:
+def interleaved_medians(steps: dict[str, Callable[[], None]], repeat: int,
+                        back_to_back: bool = False) -> dict[str, float]:
     """Median seconds per call of each function, timed in ``repeat`` rounds that call each once,
-    so a slow patch on a shared machine hits all of them alike. One untimed warm-up round first."""
+    so a slow patch on a shared machine hits all of them alike; every other round in reverse order.
+    ``back_to_back``: each timed call comes right after an untimed call of the same function, as
+    in a training loop, where a step runs with the caches the step before warmed. A small step is
+    up to 30% faster so (numpy's tiny one most), and without it a step's time would depend on which
+    function ran before it. One untimed warm-up round first."""
     for fn in steps.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeat):
-        for name, fn in steps.items():
+    order = list(steps.items())
+    for round_number in range(repeat):
+        for name, fn in order if round_number % 2 == 0 else reversed(order):
+            if back_to_back:
+                fn()
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
@@ -135,9 +147,10 @@ def ms(seconds: float | None) -> str:
 
 
 def run_table(torch: Any, sizes: list[str], cells: list[str], dtypes: list[str], repeat: int | None) -> None:
-    print("one training step (forward + loss + backward to all weights), milliseconds, median; "
-          "ours = the default layer, fused = fused=True; ratios are to the numpy BPTT (and torch), lower is "
-          "better; peak = tracemalloc peak of one step, as a ratio to numpy's")
+    print("one training step (forward + loss + backward to all weights), milliseconds, median (tiny and "
+          "medium: each step timed right after one of its own); ours = the default layer, fused = fused=True; "
+          "ratios are to the numpy BPTT (and torch), lower is better; peak = tracemalloc peak of one step, as a "
+          "ratio to numpy's")
     header = (f"{'cell':5s} {'size':7s} {'dtype':8s} {'ours':>9s} {'fused':>9s} {'numpy':>9s} {'torch':>9s} "
               f"{'ours/np':>8s} {'fused/np':>8s} {'ours/pt':>8s} {'fused/pt':>8s}  {'peak numpy':>10s} "
               f"{'ours':>6s} {'fused':>6s}  runs")
@@ -152,7 +165,7 @@ def run_table(torch: Any, sizes: list[str], cells: list[str], dtypes: list[str],
                          "numpy": numpy_step(cell, problem)}
                 if torch is not None:
                     steps["torch"] = torch_step(torch, cell, problem)
-                t = interleaved_medians(steps, runs)
+                t = interleaved_medians(steps, runs, size.back_to_back)
                 peak = {name: peak_bytes(steps[name]) for name in ("ours", "fused", "numpy")}
                 print(f"{cell:5s} {size_name:7s} {dtype:8s} {ms(t['ours']):>9s} {ms(t['fused']):>9s} "
                       f"{ms(t['numpy']):>9s} {ms(t.get('torch')):>9s} {ratio(t['ours'], t['numpy']):>8s} "
