@@ -147,10 +147,10 @@ def ms(seconds: float | None) -> str:
 
 
 def run_table(torch: Any, sizes: list[str], cells: list[str], dtypes: list[str], repeat: int | None) -> None:
-    print("one training step (forward + loss + backward to all weights), milliseconds, median (tiny and "
-          "medium: each step timed right after one of its own); ours = the default layer, fused = fused=True; "
-          "ratios are to the numpy BPTT (and torch), lower is better; peak = tracemalloc peak of one step, as a "
-          "ratio to numpy's")
+    print("one training step (forward + loss + backward to all weights), milliseconds, median (tiny "
+          "and medium: each step timed right after one of its own); ours = the default layer, fused = "
+          "fused=True; ratios are to the numpy BPTT (and torch), lower is better; peak = tracemalloc peak "
+          "of one step, as a ratio to numpy's")
     header = (f"{'cell':5s} {'size':7s} {'dtype':8s} {'ours':>9s} {'fused':>9s} {'numpy':>9s} {'torch':>9s} "
               f"{'ours/np':>8s} {'fused/np':>8s} {'ours/pt':>8s} {'fused/pt':>8s}  {'peak numpy':>10s} "
               f"{'ours':>6s} {'fused':>6s}  runs")
