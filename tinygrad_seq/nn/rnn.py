@@ -33,7 +33,7 @@ import numpy as np
 from .. import autograd, provenance
 from ..ops.elementwise import add, mul, relu, tanh, where
 from ..ops.linalg import addmm
-from ..ops.shape import cat, stacked
+from ..ops.shape import cat, catted, stacked
 from ..tensor import Tensor
 from . import fused, init
 from .layers import check_probability, check_size, dropout
@@ -433,7 +433,11 @@ class _RNNBase(Module):
         layer_input = self._layer_input(x)
         zeros = None
         finals: list[State] = []
+        size = self.hidden_size
         for layer in range(self.num_layers):
+            # The layer's output (T, B, directions * H): composed directions write their steps' states
+            # into their part of it (``_run_direction``), so that joining them copies nothing either.
+            joined = None if self.fused else np.empty((steps, batch, self._directions * size), x.dtype)
             outputs = []
             for direction in range(self._directions):
                 slot = layer * self._directions + direction
@@ -441,14 +445,20 @@ class _RNNBase(Module):
                     initial = tuple(s[slot] for s in state)
                 else:
                     if zeros is None:
-                        zeros = _zeros((batch, self.hidden_size), x)
+                        zeros = _zeros((batch, size), x)
                     initial = (zeros,) * self._state_count
+                rows = joined
+                if joined is not None and self._directions == 2:
+                    rows = joined[..., direction * size:(direction + 1) * size]
                 with provenance.scope(layer=layer, direction=direction):
                     output, final = self._run_direction(layer_input, initial, layer, direction, steps,
-                                                        batch, valid, partial, own_time)
+                                                        batch, valid, partial, own_time, rows)
                 outputs.append(output)
                 finals.append(final)
-            output = outputs[0] if len(outputs) == 1 else cat(outputs, dim=2)
+            if len(outputs) == 1:
+                output = outputs[0]
+            else:
+                output = cat(outputs, dim=2) if joined is None else catted(outputs, joined, 2)
             if layer + 1 < self.num_layers:
                 output = dropout(output, self.dropout, self.training)
                 layer_input = self._layer_input(output)
@@ -460,11 +470,12 @@ class _RNNBase(Module):
         return x if self.fused else x.reshape(x.shape[0] * x.shape[1], x.shape[2])
 
     def _run_direction(self, layer_input: Tensor, state: State, layer: int, direction: int, steps: int,
-                       batch: int, valid: np.ndarray | None, partial: frozenset,
-                       own_time: bool) -> tuple[Tensor, State]:
+                       batch: int, valid: np.ndarray | None, partial: frozenset, own_time: bool,
+                       rows: np.ndarray | None) -> tuple[Tensor, State]:
         """One layer in one direction: outputs (T, B, H) and the final state ((1, B, H) each).
         ``layer_input`` is ``_layer_input``'s, so one addmm projects every step. Steps record their t,
-        unless this is one step of the caller's time loop (``_own_time``)."""
+        unless this is one step of the caller's time loop (``_own_time``). The composed steps write
+        the outputs into ``rows`` (T, B, H), their part of the layer's output."""
         if self.fused:
             return self._run_fused(layer_input, state, layer, direction, steps, batch, valid, partial,
                                    own_time)
@@ -475,17 +486,17 @@ class _RNNBase(Module):
         w_hh_t = w_hh.T
         scope = provenance.current
         outputs: list[Tensor | None] = [None] * steps
-        # The output, (T, B, H): each step writes its h into its row (``into``), so that stacking
-        # them copies nothing, except the last step, whose h is its own array: a final state carried
-        # on (as across TBPTT windows) then does not keep the whole output alive. A masked step's h
-        # is made by ``where``, and while a tap (gradcheck's) may replace what an op made after the op
-        # saved it for backward, no step writes into its row; those h are copied in afterwards.
-        rows = np.empty((steps, batch, self.hidden_size), x_proj.dtype)
+        # Each step writes its h into its row (``into``), so that stacking them copies nothing,
+        # except the last step, whose h is its own array: a final state carried on (as across TBPTT
+        # windows) then does not keep the whole output alive. A masked step's h is made by ``where``,
+        # and while a tap (gradcheck's) may replace what an op made after the op saved it for
+        # backward, no step writes into its row; those h are copied in afterwards.
         last = 0 if direction else steps - 1
         write = autograd.state.tap is None
+        handed: list[np.ndarray | None] = [None] * steps  # the row each step was handed, if any
         for t in fused.time_order(steps, bool(direction)):
             here = provenance.current = scope.at(step=t if own_time else None)
-            into = rows[t] if write and t != last and t not in partial else None
+            into = handed[t] = rows[t] if write and t != last and t not in partial else None
             new_state = self._step(x_proj[t * batch:(t + 1) * batch], state, w_hh_t, b_step, here, into)
             if t in partial:  # some sequences are over (forward) or not yet started (reverse) at t
                 new_state = tuple(where(valid[t], new, old).named(new.name)
@@ -494,7 +505,7 @@ class _RNNBase(Module):
             outputs[t] = state[0]
         provenance.current = scope
         for t, h in enumerate(outputs):
-            if h._data.base is not rows:
+            if h._data is not handed[t]:
                 rows[t] = h._data
         return stacked(outputs, rows), tuple(s.unsqueeze(0) for s in state)
 

@@ -180,7 +180,16 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     if tensors:  # normalize first: the shape check skips dim by its non-negative position
         (dim,) = normalize_dims(tensors[0]._data, dim, "cat")
     _check_join("cat", tensors, dim, same_dim=True)
-    out = np.concatenate([t._data for t in tensors], axis=dim)
+    return _cat_node(np.concatenate([t._data for t in tensors], axis=dim), tensors, dim)
+
+
+def catted(tensors: Sequence[Tensor], out: np.ndarray, dim: int) -> Tensor:
+    """``cat(tensors, dim)`` when its result is already made, as ``stacked``: the parts are ``out``'s
+    consecutive blocks along ``dim`` (the directions of a bidirectional layer write into halves)."""
+    return _cat_node(out, tensors, dim)
+
+
+def _cat_node(out: np.ndarray, tensors: Sequence[Tensor], dim: int) -> Tensor:
     bounds = np.cumsum([t.shape[dim] for t in tensors])[:-1]
     return Tensor.from_op(out, "cat", tensors, lambda g: tuple(np.split(g, bounds, axis=dim)))
 
