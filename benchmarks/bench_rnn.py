@@ -7,9 +7,9 @@ nn.RNN/LSTM/GRU when torch is installed, in one process, interleaved; plus peak 
                                    [--repeat N] [--threads 1|default] [--quick]
 
 Times are medians of repeated runs; read the ratio columns, not the absolute times: the machine
-may be shared and noisy, but the implementations run in the same rounds, one after another (every
-other round in reverse order). At tiny and medium sizes each timed step comes right after an untimed
-one of its own, as in a training loop (``interleaved_medians`` says why).
+may be shared and noisy, but the implementations run in the same rounds, one after another. At
+tiny and medium sizes each timed step comes right after an untimed one of its own, as in a training
+loop (``interleaved_medians`` says why).
 """
 
 from __future__ import annotations
@@ -112,17 +112,16 @@ def torch_step(torch: Any, cell: str, problem: Problem) -> Callable[[], None]:
 def interleaved_medians(steps: dict[str, Callable[[], None]], repeat: int,
                         back_to_back: bool = False) -> dict[str, float]:
     """Median seconds per call of each function, timed in ``repeat`` rounds that call each once,
-    so a slow patch on a shared machine hits all of them alike; every other round in reverse order.
-    ``back_to_back``: each timed call comes right after an untimed call of the same function, as
-    in a training loop, where a step runs with the caches the step before warmed. A small step is
-    up to 30% faster so (numpy's tiny one most), and without it a step's time would depend on which
-    function ran before it. One untimed warm-up round first."""
+    so a slow patch on a shared machine hits all of them alike. ``back_to_back``: each timed call
+    comes right after an untimed call of the same function, as in a training loop, where a step
+    runs with the caches the step before warmed. A small step is up to 30% faster so (numpy's tiny
+    one most), and without it a small step's time depends on which function ran before it; a large
+    one's does not measurably. One untimed warm-up round first."""
     for fn in steps.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in steps}
-    order = list(steps.items())
-    for round_number in range(repeat):
-        for name, fn in order if round_number % 2 == 0 else reversed(order):
+    for _ in range(repeat):
+        for name, fn in steps.items():
             if back_to_back:
                 fn()
             start = time.perf_counter()
@@ -147,10 +146,11 @@ def ms(seconds: float | None) -> str:
 
 
 def run_table(torch: Any, sizes: list[str], cells: list[str], dtypes: list[str], repeat: int | None) -> None:
-    print("one training step (forward + loss + backward to all weights), milliseconds, median (tiny "
-          "and medium: each step timed right after one of its own); ours = the default layer, fused = "
-          "fused=True; ratios are to the numpy BPTT (and torch), lower is better; peak = tracemalloc peak "
-          "of one step, as a ratio to numpy's")
+    back_to_back = " and ".join(name for name, size in SIZES.items() if size.back_to_back)
+    print(f"one training step (forward + loss + backward to all weights), milliseconds, median "
+          f"({back_to_back}: each step timed right after one of its own); ours = the default layer, fused = "
+          "fused=True; ratios are to the numpy BPTT (and torch), lower is better; peak = tracemalloc peak of "
+          "one step, as a ratio to numpy's")
     header = (f"{'cell':5s} {'size':7s} {'dtype':8s} {'ours':>9s} {'fused':>9s} {'numpy':>9s} {'torch':>9s} "
               f"{'ours/np':>8s} {'fused/np':>8s} {'ours/pt':>8s} {'fused/pt':>8s}  {'peak numpy':>10s} "
               f"{'ours':>6s} {'fused':>6s}  runs")
@@ -185,7 +185,7 @@ def run_linearity(repeat: int | None, quick: bool) -> None:
     lengths = [size.steps] if quick else [size.steps, size.steps * LINEARITY_FACTOR]
     steps = {f"T={t}": ours_step("lstm", make_problem("lstm", size._replace(steps=t), "float64"))
              for t in lengths}
-    seconds = interleaved_medians(steps, repeat or size.repeat)
+    seconds = interleaved_medians(steps, repeat or size.repeat, size.back_to_back)
     per_step = {t: seconds[f"T={t}"] / t for t in lengths}
     for t in lengths:
         print(f"  T={t:>6,}: {per_step[t] * 1e6:8.1f} us/step  "

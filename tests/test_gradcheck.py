@@ -203,6 +203,15 @@ def test_localisation_names_the_time_step_and_module_of_the_wrong_op(rng):
     assert "_Recurrent t=4" in str(report)
 
 
+def test_localisation_survives_nodes_that_fn_drops(rng):
+    """fn may drop part of a layer's result (here h_n): those nodes are freed, and their ids must
+    not be taken for the nodes that gradcheck makes afterwards (a crash or a wrong culprit)."""
+    layer = ts.nn.GRU(2, 3, bidirectional=True, num_layers=2).double()
+    x = f64(rng.standard_normal((3, 2, 2)), "x", requires_grad=True)
+    report = ts.gradcheck(lambda x: layer(bad_cube(x))[0], [x], raise_exception=False)
+    assert [suspect.op for suspect in report.culprit.suspects] == ["bad_cube"]
+
+
 def test_module_parameters_closed_over_by_fn_are_checked(rng):
     model = _Recurrent(rng, tanh=ts.tanh)
     xs = f64(rng.standard_normal((4, 2)), "xs")

@@ -1,6 +1,7 @@
 """Peak memory of one training step on a long sequence, against the hand-written numpy BPTT
 (benchmarks/numpy_bptt.py) on the same problem. The margin is generous: this catches leaks and
-quadratic growth (e.g. a sequence-sized gradient per step), not small regressions."""
+quadratic growth (e.g. a sequence-sized gradient per step), not small regressions. And a smoke test
+of benchmarks/bench_rnn.py itself (no time is asserted anywhere)."""
 
 from __future__ import annotations
 

@@ -278,12 +278,24 @@ def test_final_state_is_its_own_array(kind: str, fused: bool, bidirectional: boo
             assert direction.numpy().base is None or direction.numpy().base.size <= 2 * 2 * 4
 
 
-@pytest.mark.parametrize("direction", [0, 1], ids=["forward", "reverse"])
-def test_steps_write_their_h_into_the_output_rows(direction: int) -> None:
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_fused_output_cannot_write_what_backward_reads(kind: str) -> None:
+    """The fused output is a view of the node's buffer of every step's state, which its backward
+    reads: neither the view nor the buffer behind it (``.base``) is writable."""
+    out, _ = getattr(ts.nn, kind)(3, 4, fused=True)(ts.randn(5, 2, 3))
+    array = out.numpy()
+    while array is not None:
+        assert not array.flags.writeable
+        array = array.base
+
+
+@pytest.mark.parametrize(("bidirectional", "direction"), [(False, 0), (True, 0), (True, 1)],
+                         ids=["one-way", "bidirectional-forward", "bidirectional-reverse"])
+def test_steps_write_their_h_into_the_output_rows(bidirectional: bool, direction: int) -> None:
     """The composed output is no copy of the steps' states: each step but the last (the final state)
     writes its h into its row (its direction's half, when bidirectional), so the states the graph
     keeps and the output are the same memory."""
-    layer = ts.nn.RNN(3, 4, bidirectional=bool(direction))
+    layer = ts.nn.RNN(3, 4, bidirectional=bidirectional)
     out, _ = layer(ts.randn(5, 2, 3))
     hs = {node.prov.step: node.backward.y for node in topological_order(out._node)  # what tanh saved
           if node.op == "tanh" and node.prov.direction == direction}
@@ -293,6 +305,27 @@ def test_steps_write_their_h_into_the_output_rows(direction: int) -> None:
     for t, h in hs.items():
         np.testing.assert_array_equal(h, half[t])
         assert np.shares_memory(h, out.numpy()) == (t != last), t
+
+
+@pytest.mark.parametrize("direction", [0, 1], ids=["forward", "reverse"])
+def test_a_bidirectional_output_follows_a_direction_whose_output_was_replaced(direction: int) -> None:
+    """gradcheck's replays may replace a direction's stacked output (a tap): the layer's output must
+    then be made from what replaced it, not from the rows the steps wrote."""
+    layer = ts.nn.GRU(2, 3, bidirectional=True).double()
+    x = ts.tensor(np.random.default_rng(1).standard_normal((4, 2, 2)))
+    plain, _ = layer(x)
+
+    def shift(out: np.ndarray, op: str, node: object) -> np.ndarray:
+        return out + 1.0 if op == "stack" and ts.provenance.current.direction == direction else out
+
+    ts.autograd.state.tap = shift
+    try:
+        shifted, _ = layer(x)
+    finally:
+        ts.autograd.state.tap = None
+    change = shifted.numpy() - plain.numpy()
+    np.testing.assert_allclose(change[..., 3 * direction:3 * (direction + 1)], 1.0, rtol=1e-12)
+    np.testing.assert_array_equal(change[..., 3 * (1 - direction):3 * (2 - direction)], 0.0)
 
 
 def test_a_replaced_step_keeps_what_its_op_saved_for_backward() -> None:

@@ -517,20 +517,24 @@ class _ReplayDiverged(Exception):
     """fn made a different op at some position on a replay: creation indices mean nothing then."""
 
 
-def _recorded_graph(objective: _Objective) -> tuple[Tensor, dict[int, tuple[int, str]]]:
+def _recorded_graph(objective: _Objective) -> tuple[Tensor, dict[int, tuple[int, str]], list[Node]]:
     """Build fn's graph once more and learn, for each node, which op call made it: node id ->
-    (creation index, op name), the index being what the tap counts on a replay."""
+    (creation index, op name), the index being what the tap counts on a replay. Also returns the
+    nodes, for the caller to hold while it uses their ids: a node fn drops (an unused final state)
+    would be freed, and its id taken by a node made later."""
     ops: list[str] = []
     made_by: dict[int, tuple[int, str]] = {}
+    nodes: list[Node] = []
 
     def record(out: np.ndarray, op: str, node: Node | None) -> np.ndarray:
         if node is not None:
             made_by[id(node)] = (len(ops), op)
+            nodes.append(node)
         ops.append(op)
         return out
 
     loss = objective.graph(record)
-    return loss, made_by
+    return loss, made_by, nodes
 
 
 class _ReplayTap:
@@ -623,7 +627,7 @@ def _localise(objective: _Objective, tensors: Sequence[Tensor], names: Sequence[
               ) -> tuple[Culprit | None, str]:
     """Walk from the output towards the failing inputs; the first tensor whose gradient is wrong
     while every op consuming it got a right one names those consumers.  Returns (culprit, note)."""
-    loss, made_by = _recorded_graph(objective)
+    loss, made_by, _recorded_nodes = _recorded_graph(objective)  # held: their ids key made_by
     order, grads = _backward(loss, retain_graph=True)
     input_names = {id(t._node): name for t, name in zip(tensors, names, strict=True)}
     replayer = _Replayer(objective, made_by, {id(t._node): t for t in tensors}, eps)

@@ -273,6 +273,7 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
             cell.forward(t, x_proj[t], chain[t + 1 - after], weight.T, step_bias, chain[t + after])
             if t in partial:  # the sequences that are over (or not started) keep their state
                 np.copyto(chain[t + after], chain[t + 1 - after], where=~valid[t])
+    chain.setflags(write=False)  # backward reads it; the output's .base must not write it
     states = chain[after:after + steps]
     starts = chain[1 - after:1 - after + steps]
     # what backward needs, as arrays, shapes and flags of now (an optimizer may replace a weight's

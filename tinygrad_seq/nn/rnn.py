@@ -438,7 +438,7 @@ class _RNNBase(Module):
             # The layer's output (T, B, directions * H): composed directions write their steps' states
             # into their part of it (``_run_direction``), so that joining them copies nothing either.
             joined = None if self.fused else np.empty((steps, batch, self._directions * size), x.dtype)
-            outputs = []
+            outputs, parts = [], []
             for direction in range(self._directions):
                 slot = layer * self._directions + direction
                 if state is not None:
@@ -450,6 +450,7 @@ class _RNNBase(Module):
                 rows = joined
                 if joined is not None and self._directions == 2:
                     rows = joined[..., direction * size:(direction + 1) * size]
+                parts.append(rows)
                 with provenance.scope(layer=layer, direction=direction):
                     output, final = self._run_direction(layer_input, initial, layer, direction, steps,
                                                         batch, valid, partial, own_time, rows)
@@ -457,8 +458,10 @@ class _RNNBase(Module):
                 finals.append(final)
             if len(outputs) == 1:
                 output = outputs[0]
-            else:
-                output = cat(outputs, dim=2) if joined is None else catted(outputs, joined, 2)
+            elif all(out._data is part for out, part in zip(outputs, parts, strict=True)):
+                output = catted(outputs, joined, 2)
+            else:  # fused directions, or a tap (gradcheck's) replaced a direction's output
+                output = cat(outputs, dim=2)
             if layer + 1 < self.num_layers:
                 output = dropout(output, self.dropout, self.training)
                 layer_input = self._layer_input(output)
