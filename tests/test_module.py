@@ -365,6 +365,22 @@ def test_child_ops_record_parent_dot_child() -> None:
     assert ts.provenance.current is None  # the scope is closed after the call
 
 
+def test_a_module_records_where_each_call_is_made() -> None:
+    """A module reuses the record it made for the same caller's record (``Module.__call__``): a call
+    from another scope, or after the module was registered under a new name, gets its own."""
+    linear = Linear(2, 2)
+    x = ts.tensor(np.ones((1, 2), np.float32))
+    assert linear(x).grad_fn.prov.module == "Linear"
+    with ts.scope(step=3):
+        made = linear(x).grad_fn.prov
+    assert (made.module, made.step) == ("Linear", 3)
+    assert linear(x).grad_fn.prov.step is None
+    model = Sequential(linear)
+    assert model(x).grad_fn.prov.module == "Sequential.0"
+    assert linear(x).grad_fn.prov.module == "0"  # called directly: its attribute name, now
+    assert ts.provenance.current is None
+
+
 def test_sequential_children_are_scoped_by_index() -> None:
     model = Sequential(Linear(2, 3), Linear(3, 1))
     out = model(ts.tensor(np.ones((1, 2), np.float32)))

@@ -341,6 +341,8 @@ class _InputAndWeightGrads:
         ``d_hidden`` (steps, B, G*H) are its pre-activation gradients, ``h_starts`` (steps, B, H)
         the h each of its steps started from."""
         _, want_w_ih, want_w_hh, want_b_ih, want_b_hh = self.wanted
+        if d_hidden is d_x and want_b_ih:  # folded biases: b_hh's gradient is b_ih's (``result``)
+            want_b_hh = False
         d_x, d_hidden = d_x.reshape(-1, d_x.shape[-1]), d_hidden.reshape(-1, d_hidden.shape[-1])
         if self.input is not None:
             np.matmul(d_x, self.w_ih, out=self.input[rows])
@@ -356,4 +358,7 @@ class _InputAndWeightGrads:
                     self.sums[k] += part
 
     def result(self, input_shape: tuple) -> tuple:
-        return (None if self.input is None else self.input.reshape(input_shape), *self.sums)
+        sums = self.sums
+        if self.wanted[4] and sums[3] is None:  # summed once for both folded biases (``add``)
+            sums[3] = sums[2].copy()
+        return (None if self.input is None else self.input.reshape(input_shape), *sums)

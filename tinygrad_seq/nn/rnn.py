@@ -33,7 +33,7 @@ import numpy as np
 from .. import autograd, provenance
 from ..ops.elementwise import add, mul, relu, tanh, where
 from ..ops.linalg import addmm
-from ..ops.shape import cat, catted, stacked
+from ..ops.shape import cat, catted, getitem, stacked
 from ..tensor import Tensor
 from . import fused, init
 from .layers import check_probability, check_size, dropout
@@ -431,6 +431,7 @@ class _RNNBase(Module):
         """All layers on time-major x (T, B, I): the last layer's output and each slot's final state
         (each tensor (1, B, H), so that the slots join into h_n with one ``cat``)."""
         layer_input = self._layer_input(x)
+        run = provenance.current
         zeros = None
         finals: list[State] = []
         size = self.hidden_size
@@ -451,9 +452,10 @@ class _RNNBase(Module):
                 if joined is not None and self._directions == 2:
                     rows = joined[..., direction * size:(direction + 1) * size]
                 parts.append(rows)
-                with provenance.scope(layer=layer, direction=direction):
-                    output, final = self._run_direction(layer_input, initial, layer, direction, steps,
-                                                        batch, valid, partial, own_time, rows)
+                provenance.current = run.at(layer=layer, direction=direction)
+                output, final = self._run_direction(layer_input, initial, layer, direction, steps, batch,
+                                                    valid, partial, own_time, rows)
+                provenance.current = run  # (on an error, forward's scope restores the caller's)
                 outputs.append(output)
                 finals.append(final)
             if len(outputs) == 1:
@@ -521,13 +523,14 @@ class _RNNBase(Module):
         name = FUSED_LSTM_STATE if self._state_count == 2 else "h"
         states = fused.sequence(cell, layer_input, self._weights(layer, direction), state, bool(direction),
                                 name, valid, partial, own_time)
-        # a list index: numpy copies, so a final state carried on (as across TBPTT windows) does not
-        # keep the whole sequence's buffer alive, as a view would
-        last = [0 if direction else steps - 1]
+        # copies: a final state carried on (as across TBPTT windows) must not keep the whole sequence's
+        # buffer alive, as a view would (a slice, not a list index: fancy indexing costs twice as much)
+        last = slice(0, 1) if direction else slice(steps - 1, steps)
         if self._state_count == 1:
-            return states, (states[last],)
+            return states, (getitem(states, last, copy=True),)
         size = self.hidden_size
-        return states[..., :size], (states[last, :, :size], states[last, :, size:])
+        return states[..., :size], (getitem(states, (last, slice(None), slice(size)), copy=True),
+                                    getitem(states, (last, slice(None), slice(size, None)), copy=True))
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"

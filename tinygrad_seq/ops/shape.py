@@ -146,13 +146,18 @@ class _GetitemBackward:
         return (IndexGrad(self.index, g, self.shape, self.dtype, self.may_repeat),)
 
 
-def getitem(x: Tensor, index: Any) -> Tensor:
+def getitem(x: Tensor, index: Any, *, copy: bool = False) -> Tensor:
+    """``x[index]``. ``copy=True`` (internal): a copy even where numpy gives a view (ints and slices),
+    so that the result does not keep x's buffer alive (a layer's final state, carried across
+    truncated-BPTT windows, must not hold the whole sequence's states)."""
     index, may_repeat = _normalize_index(index)
     source = x._data
     try:
         out = source[index]
     except IndexError as err:
         raise IndexError(f"getitem: {err} (tensor of shape {source.shape})") from None
+    if copy and out.base is not None:
+        out = out.copy()
     return Tensor.from_op(out, "getitem", (x,),
                           _GetitemBackward(index, interned_shape(source.shape), source.dtype, may_repeat))
 
