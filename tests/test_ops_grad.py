@@ -642,6 +642,22 @@ def test_sigmoid_is_finite_and_right_at_large_magnitudes() -> None:
     np.testing.assert_allclose(x.grad.data, expected * (1 - expected), rtol=1e-12, atol=1e-300)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_sigmoid_is_silent_and_exact_where_exp_overflows_and_near_it(dtype: str) -> None:
+    """sigmoid enters np.errstate only when exp(-x) can overflow: on either side of that bound (and
+    at -inf, inf, nan) no warning escapes and the values are PyTorch's formula 1 / (1 + exp(-x))."""
+    bound = float(np.log(np.finfo(dtype).max))
+    x = np.array([-bound - 2, -bound - 0.5, -bound, -bound + 0.5, -bound + 1.5, 0, 3, -np.inf, np.inf, np.nan],
+                 dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = ts.tensor(x).sigmoid().data
+    with np.errstate(over="ignore"):
+        expected = 1 / (1 + np.exp(-x))
+    assert out.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(out, expected)
+
+
 def test_logsumexp_of_an_all_negative_infinity_row_is_negative_infinity_silently() -> None:
     x = ts.Tensor(np.array([[-np.inf, -np.inf, -np.inf], [0.0, -np.inf, np.log(3.0)]]))
     with warnings.catch_warnings():

@@ -279,7 +279,7 @@ class Tensor:
             if self._data.size != 1:
                 raise RuntimeError(f"backward() on a tensor of shape {self.shape} needs an explicit "
                                    "gradient of that shape: only a scalar's gradient is implicitly 1")
-            seed = np.ones(self._data.shape, self._data.dtype)
+            seed = np.array(1, self._data.dtype).reshape(self._data.shape)  # (np.ones: 3x the cost)
         else:
             # a copy: .grad arrays are frozen read-only, and that must not freeze the caller's array
             seed = np.array(gradient._data if isinstance(gradient, Tensor) else gradient,

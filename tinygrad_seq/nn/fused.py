@@ -290,7 +290,7 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
         d_hidden = d_x if cell.folds_hidden_bias else np.empty_like(d_x)  # dL/d(h_{t-1} W_hh^T + b_hh)
         sums = _InputAndWeightGrads(inputs, w_ih_data, wanted)
         kept = np.empty_like(states) if autograd.observers else None  # each dL/d(state_t), for norms
-        d_before = np.zeros_like(chain[0])  # dL/d(state_{t-1}) through step t (forward order)
+        d_before = np.zeros(chain.shape[1:], chain.dtype)  # dL/d(state_{t-1}) through step t (forward order)
         firsts = range(0, steps, chunk)
         for first in firsts if reverse else reversed(firsts):  # the chunks in backward's order
             span = slice(first, min(first + chunk, steps))
