@@ -647,8 +647,8 @@ def test_sigmoid_is_silent_and_exact_where_exp_overflows_and_near_it(dtype: str)
     """sigmoid enters np.errstate only when exp(-x) can overflow: on either side of that bound (and
     at -inf, inf, nan) no warning escapes and the values are PyTorch's formula 1 / (1 + exp(-x))."""
     bound = float(np.log(np.finfo(dtype).max))
-    x = np.array([-bound - 2, -bound - 0.5, -bound, -bound + 0.5, -bound + 1.5, 0, 3, -np.inf, np.inf, np.nan],
-                 dtype)
+    x = np.array([-bound - 2, -bound - 0.5, -bound, -bound + 0.5, -bound + 1.5, 0, 3,
+                  -np.inf, np.inf, np.nan], dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         out = ts.tensor(x).sigmoid().data
