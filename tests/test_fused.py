@@ -85,6 +85,30 @@ def test_fused_gradients_of_frozen_weights_and_constant_input() -> None:
     assert lstm.weight_ih_l0.grad is not None and np.abs(lstm.weight_ih_l0.grad.numpy()).sum() > 0
 
 
+@pytest.mark.parametrize("frozen", [None, "bias_ih_l0", "bias_hh_l0"])
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_fused_bias_gradients_with_either_bias_frozen(kind: str, frozen: str | None) -> None:
+    """RNN and LSTM add both biases to the input projection, so their gradients are one sum, which
+    the fused backward makes once and copies: each bias still gets its own array, and a frozen
+    bias_ih leaves bias_hh's gradient to be summed itself. All equal to the composed layer's."""
+    composed = getattr(ts.nn, kind)(3, 4).double()
+    fused = getattr(ts.nn, kind)(3, 4, fused=True).double()
+    fused.load_state_dict(composed.state_dict())
+    x = np.random.default_rng(3).standard_normal((6, 2, 3))
+    grads = []
+    for module in (composed, fused):
+        if frozen:
+            getattr(module, frozen).requires_grad_(False)
+        out, _ = module(ts.tensor(x))
+        (out * output_weights(out.shape, 0)).sum().backward()
+        grads.append({n: p.grad.numpy() for n, p in module.named_parameters() if p.grad is not None})
+    assert sorted(grads[1]) == sorted(n for n, _ in composed.named_parameters() if n != frozen)
+    for name, grad in grads[1].items():
+        np.testing.assert_allclose(grad, grads[0][name], rtol=0, atol=1e-12, err_msg=name)
+    if not frozen:
+        assert not np.shares_memory(grads[1]["bias_ih_l0"], grads[1]["bias_hh_l0"])
+
+
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
 def test_fused_layer_is_one_node_per_direction_and_drawn_as_one_box_per_step(kind: str) -> None:
     steps = 5

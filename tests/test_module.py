@@ -371,6 +371,7 @@ def test_a_module_records_where_each_call_is_made() -> None:
     linear = Linear(2, 2)
     x = ts.tensor(np.ones((1, 2), np.float32))
     assert linear(x).grad_fn.prov.module == "Linear"
+    assert linear(x).grad_fn.prov is linear(x).grad_fn.prov  # made once for this caller
     with ts.scope(step=3):
         made = linear(x).grad_fn.prov
     assert (made.module, made.step) == ("Linear", 3)

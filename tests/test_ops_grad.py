@@ -644,8 +644,8 @@ def test_sigmoid_is_finite_and_right_at_large_magnitudes() -> None:
 
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 def test_sigmoid_is_silent_and_exact_where_exp_overflows_and_near_it(dtype: str) -> None:
-    """sigmoid enters np.errstate only when exp(-x) can overflow: on either side of that bound (and
-    at -inf, inf, nan) no warning escapes and the values are PyTorch's formula 1 / (1 + exp(-x))."""
+    """On either side of where exp(-x) overflows (and at -inf, inf, nan) no warning escapes and the
+    values are PyTorch's formula 1 / (1 + exp(-x)), bit for bit."""
     bound = float(np.log(np.finfo(dtype).max))
     x = np.array([-bound - 2, -bound - 0.5, -bound, -bound + 0.5, -bound + 1.5, 0, 3,
                   -np.inf, np.inf, np.nan], dtype)
@@ -656,6 +656,21 @@ def test_sigmoid_is_silent_and_exact_where_exp_overflows_and_near_it(dtype: str)
         expected = 1 / (1 + np.exp(-x))
     assert out.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(out, expected)
+
+
+def test_sigmoid_of_integers_and_booleans_converts_them_first() -> None:
+    """As PyTorch: the value is converted, then negated (an int8 -128 negated in int8 would wrap to
+    -128, and a uint8 1 to 255); the result has numpy's exp dtype. 0-d and empty inputs keep their shape."""
+    for values, dtype, result in (([-128, 0, 127], "int8", np.float16), ([1, 200], "uint8", np.float16),
+                                  ([-70000, 3], "int32", np.float64), ([True, False], "bool", np.float16)):
+        x = np.array(values, dtype)
+        out = ts.tensor(x).sigmoid().data
+        converted = x.astype(result)
+        with np.errstate(over="ignore"):
+            np.testing.assert_array_equal(out, 1 / (1 + np.exp(-converted)))
+        assert out.dtype == result
+    assert ts.tensor(np.float64(-3.0)).sigmoid().shape == ()
+    assert ts.tensor(np.zeros((0, 4))).sigmoid().shape == (0, 4)
 
 
 def test_logsumexp_of_an_all_negative_infinity_row_is_negative_infinity_silently() -> None:

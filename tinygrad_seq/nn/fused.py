@@ -288,7 +288,7 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
         chunk = min(steps, max(1, CHUNK_ROWS // batch))  # steps per chunk
         d_x = np.empty((chunk,) + x_proj.shape[1:], x_proj.dtype)  # dL/d(x_t), for one chunk's steps
         d_hidden = d_x if cell.folds_hidden_bias else np.empty_like(d_x)  # dL/d(h_{t-1} W_hh^T + b_hh)
-        sums = _InputAndWeightGrads(inputs, w_ih_data, wanted)
+        sums = _InputAndWeightGrads(inputs, w_ih_data, wanted, cell.folds_hidden_bias)
         kept = np.empty_like(states) if autograd.observers else None  # each dL/d(state_t), for norms
         d_before = np.zeros(chain.shape[1:], chain.dtype)  # dL/d(state_{t-1}) through step t (forward order)
         firsts = range(0, steps, chunk)
@@ -329,10 +329,13 @@ def _norms(per_step: np.ndarray) -> np.ndarray:
 class _InputAndWeightGrads:
     """The gradients of the layer input and of weight_ih, weight_hh, bias_ih, bias_hh (None where
     ``wanted`` says no), each summed as a few large products over chunks of steps, made while a
-    chunk's factors are still in cache (``CHUNK_ROWS``), as in a hand-written BPTT."""
+    chunk's factors are still in cache (``CHUNK_ROWS``), as in a hand-written BPTT. With ``folded``
+    biases (both added to the input projection) bias_hh's gradient is bias_ih's: summed once."""
 
-    def __init__(self, inputs: np.ndarray, w_ih: np.ndarray, wanted: list[bool]) -> None:
-        self.inputs, self.w_ih, self.wanted = inputs, w_ih, wanted
+    def __init__(self, inputs: np.ndarray, w_ih: np.ndarray, wanted: list[bool], folded: bool) -> None:
+        self.inputs, self.w_ih = inputs, w_ih
+        self.copies_b_ih = folded and wanted[3] and wanted[4]
+        self.wanted = wanted[:4] + [wanted[4] and not self.copies_b_ih]
         self.input = np.empty_like(inputs) if wanted[0] else None
         self.sums: list[np.ndarray | None] = [None] * 4
 
@@ -341,8 +344,6 @@ class _InputAndWeightGrads:
         ``d_hidden`` (steps, B, G*H) are its pre-activation gradients, ``h_starts`` (steps, B, H)
         the h each of its steps started from."""
         _, want_w_ih, want_w_hh, want_b_ih, want_b_hh = self.wanted
-        if d_hidden is d_x and want_b_ih:  # folded biases: b_hh's gradient is b_ih's (``result``)
-            want_b_hh = False
         d_x, d_hidden = d_x.reshape(-1, d_x.shape[-1]), d_hidden.reshape(-1, d_hidden.shape[-1])
         if self.input is not None:
             np.matmul(d_x, self.w_ih, out=self.input[rows])
@@ -359,6 +360,6 @@ class _InputAndWeightGrads:
 
     def result(self, input_shape: tuple) -> tuple:
         sums = self.sums
-        if self.wanted[4] and sums[3] is None:  # summed once for both folded biases (``add``)
+        if self.copies_b_ih:
             sums[3] = sums[2].copy()
         return (None if self.input is None else self.input.reshape(input_shape), *sums)

@@ -46,7 +46,7 @@ class Module:
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_scope_name", None)
-        object.__setattr__(self, "_scope", (None, None, None))  # (outer record, name, record): __call__
+        object.__setattr__(self, "_provenance_cache", (None, None, None))  # (outer, name, record): __call__
 
     # -- registration -------------------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
@@ -197,11 +197,11 @@ class Module:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         outer = provenance.current
         name = self._scope_name or type(self).__name__
-        kept_outer, kept_name, record = self._scope
+        kept_outer, kept_name, record = self._provenance_cache
         if kept_outer is not outer or kept_name != name:
             # records are immutable, so one made for this outer record serves every call from there
             record = (outer or provenance.ROOT).child(module=name)
-            object.__setattr__(self, "_scope", (outer, name, record))
+            object.__setattr__(self, "_provenance_cache", (outer, name, record))
         provenance.current = record
         try:
             with gc_paused():  # a forward pass builds a graph: see autograd.gc_paused

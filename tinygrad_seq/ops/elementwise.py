@@ -208,32 +208,18 @@ def logistic_into(out: np.ndarray, x: np.ndarray) -> np.ndarray:
     place, with no temporaries (``out`` may be x). exp(-x) overflows to inf for x << 0, giving the
     right 0: callers silence that warning (fused layers once per sequence, not per step)."""
     np.negative(x, out=out)
-    return _reciprocal_of_one_plus_exp(out)
-
-
-def _reciprocal_of_one_plus_exp(out: np.ndarray) -> np.ndarray:
     np.exp(out, out=out)
     out += 1
     return np.reciprocal(out, out=out)
 
 
-_largest_exponent: dict[np.dtype, float] = {}  # per float dtype: exp of anything above may overflow
-
-
 def logistic(x: np.ndarray) -> np.ndarray:
     """sigmoid on an array, in a new array of exp's result dtype (float16 up, as numpy's exp gives).
-    The overflow warning is silenced only when exp(-x) can overflow: ``np.errstate`` costs more
-    than the whole sigmoid of a recurrent step's gates, and checking the largest -x less."""
-    negated = np.negative(x if x.dtype.kind == "f" else x.astype(np.result_type(x.dtype, np.float16)))
-    if type(negated) is not np.ndarray:  # 0-d x: numpy gives a scalar
-        negated = np.array(negated)
-    largest = _largest_exponent.get(negated.dtype)
-    if largest is None:  # a margin of 1 below log(max) for exp's rounding
-        largest = _largest_exponent[negated.dtype] = float(np.log(np.finfo(negated.dtype).max)) - 1
-    if negated.size and not negated.max() <= largest:  # (not <=: a nan in x takes the silenced path)
-        with np.errstate(over="ignore"):  # see logistic_into
-            return _reciprocal_of_one_plus_exp(negated)
-    return _reciprocal_of_one_plus_exp(negated)
+    Integers are converted first, as PyTorch does (negating an int8 -128 would wrap)."""
+    if x.dtype.kind != "f":  # (a float's own dtype is the result's: np.result_type costs a microsecond)
+        x = x.astype(np.result_type(x.dtype, np.float16))
+    with np.errstate(over="ignore"):  # see logistic_into
+        return logistic_into(np.empty(x.shape, x.dtype), x)
 
 
 class _SigmoidBackward(_SavedOutput):

@@ -156,7 +156,7 @@ def getitem(x: Tensor, index: Any, *, copy: bool = False) -> Tensor:
         out = source[index]
     except IndexError as err:
         raise IndexError(f"getitem: {err} (tensor of shape {source.shape})") from None
-    if copy and out.base is not None:
+    if copy and np.may_share_memory(out, source):
         out = out.copy()
     return Tensor.from_op(out, "getitem", (x,),
                           _GetitemBackward(index, interned_shape(source.shape), source.dtype, may_repeat))
