@@ -41,9 +41,9 @@ class Size(NamedTuple):
 
 SIZES = {
     "tiny": Size(8, 1, 10, 16, repeat=201, back_to_back=True),  # a round takes milliseconds: many
-    "medium": Size(64, 32, 64, 128, repeat=9, back_to_back=True),
-    "large": Size(32, 64, 256, 512, repeat=5, back_to_back=False),
-    "long": Size(1000, 4, 16, 32, repeat=5, back_to_back=False),
+    "medium": Size(64, 32, 64, 128, repeat=15, back_to_back=True),
+    "large": Size(32, 64, 256, 512, repeat=7, back_to_back=False),
+    "long": Size(1000, 4, 16, 32, repeat=7, back_to_back=False),
 }
 CELLS = {"rnn": (ts.nn.RNN, 1), "lstm": (ts.nn.LSTM, 4), "gru": (ts.nn.GRU, 3)}
 DTYPES = ("float32", "float64")
