@@ -48,7 +48,7 @@ SIZES = {
 CELLS = {"rnn": (ts.nn.RNN, 1), "lstm": (ts.nn.LSTM, 4), "gru": (ts.nn.GRU, 3)}
 DTYPES = ("float32", "float64")
 # LSTM, float64; timed in the same rounds at 10x the steps
-LINEARITY = Size(1000, 4, 16, 32, repeat=3, back_to_back=False)
+LINEARITY = Size(1000, 4, 16, 32, repeat=5, back_to_back=False)
 LINEARITY_FACTOR = 10
 QUICK_REPEAT = 3
 
