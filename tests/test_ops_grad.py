@@ -419,6 +419,13 @@ def test_getitem_repeated_indices_scatter_add(rng: np.random.Generator) -> None:
     (y[[2], 1:] * 2).sum().backward()
     (y[[2], [0]] * 3).sum().backward()
     np.testing.assert_array_equal(y.grad.data, np.array([[0.0] * 4, [0.0] * 4, [3.0, 2.0, 2.0, 2.0]]))
+    # met in one backward, such indices are added into one buffer (an advanced index reads a copy of
+    # the buffer's part, which must be written back), then a mask and a basic slice
+    z = ts.Tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    mask = np.array([True, False, True])
+    ((z[[2], 1:] * 2).sum() + (z[[2], [0]] * 3).sum() + (z[mask] * 5).sum() + (z[:, 3] * 7).sum()).backward()
+    np.testing.assert_array_equal(z.grad.data, np.array([[5.0, 5.0, 5.0, 12.0], [0.0, 0.0, 0.0, 7.0],
+                                                         [8.0, 7.0, 7.0, 14.0]]))
 
 
 @given(shape=NONSCALAR_SHAPES, data=st.data())

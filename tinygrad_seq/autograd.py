@@ -197,12 +197,18 @@ class IndexGrad(LazyGrad):
     def add_into(self, buffer: np.ndarray) -> None:
         if self.may_repeat:
             np.add.at(buffer, self.index, self.values)
-        else:
-            buffer[self.index] += self.values
+            return
+        part = buffer[self.index]
+        part += self.values
+        if part.base is not buffer:  # not a view of buffer (an advanced index copies): write it back
+            buffer[self.index] = part
 
     def dense(self) -> np.ndarray:
         buffer = np.zeros(self.shape, self.dtype)
-        self.add_into(buffer)
+        if self.may_repeat:
+            self.add_into(buffer)
+        else:  # each element is selected once: into zeros, adding is assigning (and cheaper)
+            buffer[self.index] = self.values
         return buffer
 
 
