@@ -419,6 +419,10 @@ def test_getitem_repeated_indices_scatter_add(rng: np.random.Generator) -> None:
     (y[[2], 1:] * 2).sum().backward()
     (y[[2], [0]] * 3).sum().backward()
     np.testing.assert_array_equal(y.grad.data, np.array([[0.0] * 4, [0.0] * 4, [3.0, 2.0, 2.0, 2.0]]))
+    # a tuple or range inside an index is an integer array to numpy: its repeats add up as well
+    w = ts.Tensor(np.ones((2, 3)), requires_grad=True)
+    (w[:, (0, 0)].sum() + w[range(1), (2, 2, 2)].sum()).backward()
+    np.testing.assert_array_equal(w.grad.data, [[2.0, 0.0, 3.0], [2.0, 0.0, 0.0]])
     # met in one backward, such indices are added into one buffer (an advanced index reads a copy of
     # the buffer's part, which must be written back), then a mask and a basic slice
     z = ts.Tensor(rng.standard_normal((3, 4)), requires_grad=True)

@@ -107,12 +107,14 @@ def unsqueeze(x: Tensor, dim: int) -> Tensor:
 
 
 _BASIC_INDEX_TYPES = frozenset((int, slice, type(None), type(Ellipsis)))
+_KEPT_AS_THEY_ARE = (int, np.integer, slice, type(None), type(Ellipsis))  # (a bool is an int: numpy's mask)
 
 
 def _normalize_index(index: Any) -> tuple[Any, bool]:
-    """Tensors and lists in an index become arrays; also report whether the index may select an
-    element twice, so that backward must add each repeat (``np.add.at``, ten times slower than
-    ``+=``): only an integer array of more than one element can (a boolean mask never repeats)."""
+    """Tensors and sequences in an index (lists, ranges, a tuple inside the index) become arrays, as
+    numpy reads them; also report whether the index may select an element twice, so that backward
+    must add each repeat (``np.add.at``, ten times slower than ``+=``): only an integer array of more
+    than one element can (a boolean mask never repeats)."""
     parts = index if isinstance(index, tuple) else (index,)
     for part in parts:  # fast path: ints and slices (a time step of a sequence) need no conversion
         if type(part) not in _BASIC_INDEX_TYPES:
@@ -123,7 +125,7 @@ def _normalize_index(index: Any) -> tuple[Any, bool]:
     for part in parts:
         if isinstance(part, Tensor):
             part = part._data
-        elif isinstance(part, (list, np.ndarray)):
+        elif not isinstance(part, _KEPT_AS_THEY_ARE):
             part = np.array(part)  # our own copy: the caller may mutate theirs before backward
         if isinstance(part, np.ndarray):
             if part.dtype.kind in "iu":
