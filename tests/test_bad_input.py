@@ -36,6 +36,14 @@ def test_elementwise_broadcast_mismatch(op: str, call: Callable) -> None:
     _raises(ValueError, call, f"{op}:", f"shapes {shapes[0]} and {shapes[1]} do not broadcast")
 
 
+@pytest.mark.parametrize("call, shapes", [
+    (lambda: ts.addcmul(A, A, B), "(2, 3), (2, 3) and (4,)"),
+    (lambda: ts.addcmul(B, A, A), "(4,), (2, 3) and (2, 3)"),  # the product fits; the input does not
+])
+def test_addcmul_broadcast_mismatch(call: Callable, shapes: str) -> None:
+    _raises(ValueError, call, "addcmul:", f"shapes {shapes} do not broadcast")
+
+
 @pytest.mark.parametrize("call, fragments", [
     (lambda: A @ A, ["matmul:", "(2, 3) and (2, 3)", "last dimension of the first (3)",
                      "second-to-last dimension of the second (2)"]),

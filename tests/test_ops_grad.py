@@ -230,6 +230,32 @@ def test_addmm(sizes: tuple[int, int, int], bias: int, seed: int) -> None:
     np.testing.assert_array_equal(method.data, out.data)
 
 
+@pytest.mark.parametrize("value", [1, -0.5, 2])
+@given(shapes=hnp.mutually_broadcastable_shapes(num_shapes=3, max_dims=3, max_side=3), data=st.data())
+def test_addcmul(value: float, shapes: hnp.BroadcastableShapes, data: st.DataObject) -> None:
+    """input + value * t1 * t2 over every broadcast of the three, with the bits of (value * t1) * t2
+    added to input (PyTorch's order; with value 1, exactly the composed add and mul)."""
+    x, t1, t2 = (data.draw(uniform(shape)) for shape in shapes.input_shapes)
+    (out,) = assert_grads_match(lambda a, b, c: ts.addcmul(a, b, c, value=value), [x, t1, t2])
+    assert out.shape == shapes.result_shape
+    np.testing.assert_array_equal(out.data, x + (value * t1) * t2)
+    tensors = [ts.Tensor(a, requires_grad=True) for a in (x, t1, t2)]
+    composed = [ts.Tensor(a, requires_grad=True) for a in (x, t1, t2)]
+    ts.addcmul(*tensors, value=value).sum().backward()
+    (composed[0] + value * composed[1] * composed[2]).sum().backward()
+    for ours, theirs in zip(tensors, composed, strict=True):
+        np.testing.assert_allclose(ours.grad.data, theirs.grad.data, rtol=1e-15, atol=0)
+
+
+def test_addcmul_method_constants_and_dtype(rng: np.random.Generator) -> None:
+    x, a, b = (rng.standard_normal((2, 3)) for _ in range(3))
+    np.testing.assert_array_equal(ts.Tensor(x).addcmul(a, b).data, x + a * b)
+    (out,) = assert_grads_match(lambda t: ts.addcmul(x, t, b), [a])  # arrays as constants
+    half = ts.Tensor(a, dtype="float32")
+    assert ts.addcmul(half, half, half, value=0.5).dtype == np.float32  # a Python number does not widen
+    assert ts.addcmul(half, half, ts.Tensor(b)).dtype == np.float64
+
+
 def test_addmm_widens_like_the_sum_it_stands_for(rng: np.random.Generator) -> None:
     a, b = (ts.Tensor(rng.standard_normal(s), dtype="float32") for s in ((2, 3), (3, 4)))
     bias = ts.Tensor(rng.standard_normal(4), dtype="float64")
@@ -239,13 +265,14 @@ def test_addmm_widens_like_the_sum_it_stands_for(rng: np.random.Generator) -> No
     assert ts.addmm(0.5, a, b).dtype == np.float32  # a Python number does not widen (numpy's rule)
 
 
-@pytest.mark.parametrize("op", ["add", "mul", "tanh", "relu"])
+@pytest.mark.parametrize("op", ["add", "mul", "addcmul", "tanh", "relu"])
 def test_into_is_used_only_where_the_result_fits_it_exactly(op: str) -> None:
     """``into`` (what the recurrent layers hand the op that makes a step's h) is a hint: an array
     of another shape or dtype is left alone, never broadcast into or cast to."""
     fn = getattr(ts, op)
     a = ts.Tensor(np.linspace(-1, 1, 6).reshape(2, 3))
-    call = (lambda into: fn(a, a, into=into)) if op in ("add", "mul") else (lambda into: fn(a, into=into))
+    arity = {"add": 2, "mul": 2, "addcmul": 3}.get(op, 1)
+    call = lambda into: fn(*[a] * arity, into=into)  # noqa: E731
     expected = call(None).numpy()
     row = np.empty((2, 3))
     out = call(row)

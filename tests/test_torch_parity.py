@@ -59,6 +59,12 @@ def test_addmm_matches_torch(bias_shape: tuple, rng: np.random.Generator) -> Non
     _assert_matches_torch(lambda lib, c, a, b: lib.addmm(c, a, b), arrays, rtol=0)
 
 
+@pytest.mark.parametrize("value", [1, 0.3])
+def test_addcmul_matches_torch(value: float, rng: np.random.Generator) -> None:
+    arrays = [rng.standard_normal((2, 1, 3)), rng.standard_normal((4, 3)), rng.standard_normal((2, 4, 1))]
+    _assert_matches_torch(lambda lib, x, a, b: lib.addcmul(x, a, b, value=value), arrays, rtol=0)
+
+
 def test_lstm_matches_torch(rng: np.random.Generator) -> None:
     steps, batch, inputs = 3, 2, 4
     _assert_matches_torch(_lstm, [

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .. import autograd, provenance
-from ..ops.elementwise import add, mul, relu, tanh, where
+from ..ops.elementwise import addcmul, mul, relu, tanh, where
 from ..ops.linalg import addmm
 from ..ops.shape import cat, catted, getitem, stacked
 from ..tensor import Tensor
@@ -104,7 +104,7 @@ class _LSTMMath:
         provenance.current = here.at(gate="o")
         o = squashed[:, 3 * size:]
         provenance.current = here
-        c = (f * c + i * g).named("c")
+        c = addcmul(f * c, i, g).named("c")  # f * c + i * g
         return mul(o, c.tanh(), into=into).named("h"), c  # h = o * tanh(c)
 
     def _fused_steps(self, steps: int, batch: int, dtype: np.dtype) -> fused.Steps:
@@ -128,9 +128,9 @@ class _GRUMath:
         provenance.current = here.at(gate="z")
         z = squashed[:, size:2 * size]
         provenance.current = here.at(gate="n")
-        n = (x_proj[:, 2 * size:] + r * h_proj[:, 2 * size:]).tanh()
+        n = addcmul(x_proj[:, 2 * size:], r, h_proj[:, 2 * size:]).tanh()  # x_n + r * h_n
         provenance.current = here
-        return (add(n, z * (h - n), into=into).named("h"),)  # h = n + z * (h - n)
+        return (addcmul(n, z, h - n, into=into).named("h"),)  # h = n + z * (h - n)
 
     def _fused_steps(self, steps: int, batch: int, dtype: np.dtype) -> fused.Steps:
         return fused.GRUSteps(steps, batch, self.hidden_size, dtype)

@@ -12,6 +12,7 @@ from ..tensor import Tensor
 from .elementwise import (
     abs,
     add,
+    addcmul,
     cast,
     clip,
     div,
@@ -69,7 +70,8 @@ _METHODS = {
     "__pow__": pow, "__rpow__": _reflected(pow), "__matmul__": matmul, "__rmatmul__": _reflected(matmul),
     "__neg__": neg, "__abs__": abs, "__getitem__": getitem,
     "__eq__": eq, "__ne__": ne, "__lt__": lt, "__le__": le, "__gt__": gt, "__ge__": ge,
-    "add": add, "addmm": addmm, "sub": sub, "mul": mul, "div": div, "neg": neg, "pow": pow, "matmul": matmul,
+    "add": add, "addcmul": addcmul, "addmm": addmm, "sub": sub, "mul": mul, "div": div, "neg": neg,
+    "pow": pow, "matmul": matmul,
     "exp": exp, "log": log, "sqrt": sqrt, "abs": abs, "tanh": tanh, "sigmoid": sigmoid, "relu": relu,
     "maximum": maximum, "minimum": minimum, "clip": clip, "clamp": clip,
     "sum": sum, "mean": mean, "max": max, "min": min, "amax": amax, "amin": amin,
@@ -86,8 +88,8 @@ for _name, _fn in _METHODS.items():
 Tensor.T = property(T, doc="All dims reversed (the matrix transpose for 2-D).")
 Tensor.__hash__ = object.__hash__  # defining __eq__ above would otherwise unset it
 
-__all__ = ["abs", "add", "addmm", "amax", "amin", "argmax", "argmin", "broadcast_to", "cast", "cat", "chunk",
-           "clip", "concatenate",
+__all__ = ["abs", "add", "addcmul", "addmm", "amax", "amin", "argmax", "argmin", "broadcast_to", "cast",
+           "cat", "chunk", "clip", "concatenate",
            "div", "eq", "exp", "expand", "flatten", "ge", "getitem", "gt", "le", "log", "log_softmax",
            "logsumexp", "lt", "matmul", "max", "maximum", "mean", "min", "minimum", "mul", "ne", "neg",
            "permute", "pow", "relu", "reshape", "sigmoid", "softmax", "split", "sqrt", "squeeze", "stack",

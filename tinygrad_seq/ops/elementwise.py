@@ -133,6 +133,33 @@ def mul(a: Any, b: Any, *, into: np.ndarray | None = None) -> Tensor:
                           _MulBackward(kept_for(a, y), kept_for(b, x)))
 
 
+class _AddcmulBackward(_MulBackward):
+    """(g, g t2 value, g t1 value): the add's gradient, then the product's (value is in the partners)."""
+
+    __slots__ = ()
+
+    def __call__(self, g: np.ndarray) -> tuple:
+        return (g, *_MulBackward.__call__(self, g))
+
+
+def addcmul(input: Any, tensor1: Any, tensor2: Any, *, value: float = 1,  # noqa: A002 - PyTorch's name
+            into: np.ndarray | None = None) -> Tensor:
+    """``input + value * tensor1 * tensor2`` as one op, PyTorch's ``addcmul``: a GRU's or LSTM's step
+    (``f c + i g``, ``n + z (h - n)``) records one node where a mul and an add would record two, with
+    the same bits (the product is formed first, as PyTorch does: ``(value * t1) * t2``)."""
+    x, t1, t2 = data_of(input), data_of(tensor1), data_of(tensor2)
+    scaled = t1 if value == 1 else value * t1
+    try:
+        product = np.multiply(scaled, t2)
+        out = np.add(x, product) if into is None else np.add(x, product, out=_fitting(into, x, product))
+    except ValueError:
+        raise ValueError(f"addcmul: shapes {np.shape(x)}, {np.shape(t1)} and {np.shape(t2)} do not broadcast "
+                         "together (numpy rules: trailing dimensions must be equal or 1)") from None
+    t2_for_t1 = kept_for(tensor1, t2 if value == 1 else t2 * value)  # PyTorch's grad * (t2 * value)
+    return Tensor.from_op(out, "addcmul", (input, tensor1, tensor2),
+                          _AddcmulBackward(t2_for_t1, kept_for(tensor2, scaled)))
+
+
 def div(a: Any, b: Any) -> Tensor:
     x, y = data_of(a), data_of(b)
     x_for_b = kept_for(b, x)
