@@ -41,6 +41,9 @@ def to_array(data: Any, dtype: Any = None) -> np.ndarray:
     return array
 
 
+_NO_PARENTS = (None, None, None)
+
+
 class Tensor:
     """An n-dimensional array that records the ops applied to it, for ``backward()``."""
 
@@ -68,7 +71,7 @@ class Tensor:
         if type(out) is not np.ndarray:
             out = np.asarray(out)
         node = None
-        if state.grad_enabled:  # one and two inputs spelled out: they are most ops, at half the cost
+        if state.grad_enabled:  # one to three inputs spelled out: they are most ops, at half the cost
             if len(inputs) == 1:
                 parent = getattr(inputs[0], "_node", None)
                 parents, recorded = (parent,), parent is not None
@@ -76,6 +79,11 @@ class Tensor:
                 first, second = inputs
                 parents = (getattr(first, "_node", None), getattr(second, "_node", None))
                 recorded = parents[0] is not None or parents[1] is not None
+            elif len(inputs) == 3:  # addmm, addcmul, where
+                first, second, third = inputs
+                parents = (getattr(first, "_node", None), getattr(second, "_node", None),
+                           getattr(third, "_node", None))
+                recorded = parents != _NO_PARENTS
             else:
                 parents = tuple([getattr(x, "_node", None) for x in inputs])
                 recorded = any(parents)

@@ -726,8 +726,13 @@ def _role(via: Node, user: Node | None, source: _Unit, target: _Unit, step: str 
 
 
 def _slices(user: Node | None, via: Node) -> bool:
-    """Whether ``user`` is an indexing op reading part of ``via`` (a step's x_t out of all steps)."""
-    return user is not None and user.op == "getitem" and user.parents[0] is via
+    """Whether ``user`` reads part of ``via`` (a step's x_t out of all steps): an indexing op, or a
+    recurrent layer's step adding its rows of the input projection (``addmm(rows=)``: an addmm whose
+    input has more rows than its result, which broadcasting never gives)."""
+    if user is None or user.parents[0] is not via:
+        return False
+    rows_of_via = user.op == "addmm" and len(via.shape) == 2 and via.shape[0] > user.shape[0]
+    return user.op == "getitem" or rows_of_via
 
 
 def _fan_key(source: _Unit, target: _Unit) -> tuple | None:

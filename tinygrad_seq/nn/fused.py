@@ -1,7 +1,7 @@
 """Fused recurrent layers: one layer direction's whole sequence as ONE graph node whose forward and
 BPTT are written in numpy, the layers' ``fused=True`` option.
 
-Why: the composed layer records 3 (RNN) to 12 (LSTM, GRU) small ops per time step, and on small shapes
+Why: the composed layer records 2 (RNN) to 12 (GRU) small ops per time step, and on small shapes
 their Python bookkeeping, not the arithmetic, is the cost. A sequence node does what a hand-written
 BPTT does (``benchmarks/numpy_bptt.py``): one matmul projects every step's input, arrays are
 preallocated for the sequence, each step does one matmul forward and one back, and each weight's

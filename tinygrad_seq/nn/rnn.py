@@ -70,15 +70,17 @@ def _project(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) 
 class _ElmanMath:
     """What RNN and RNNCell share: one gate block, state (h,), both biases folded into x_proj.
 
-    Each ``_step`` makes the new state from x_proj (the step's input projection), the state and
-    W_hh^T, and writes its h into ``into`` if given (``_RNNBase._run_direction``)."""
+    Each ``_step`` makes the new state from x_proj's ``rows`` (the step's input projection; all of
+    x_proj if None), the state and W_hh^T, and writes its h into ``into`` if given
+    (``_RNNBase._run_direction``)."""
 
     _gate_count, _state_count, _folds_hidden_bias = 1, 1, True
     nonlinearity: str
 
-    def _step(self, x_proj: Tensor, state: State, w_hh_t: Tensor, b_hh: Tensor | None,
+    def _step(self, x_proj: Tensor, rows: slice | None, state: State, w_hh_t: Tensor, b_hh: Tensor | None,
               here: provenance.Provenance, into: np.ndarray | None = None) -> State:
-        return (NONLINEARITIES[self.nonlinearity](addmm(x_proj, state[0], w_hh_t), into=into).named("h"),)
+        return (NONLINEARITIES[self.nonlinearity](addmm(x_proj, state[0], w_hh_t, rows=rows),
+                                                  into=into).named("h"),)
 
     def _fused_steps(self, steps: int, batch: int, dtype: np.dtype) -> fused.Steps:
         return fused.ElmanSteps(self.nonlinearity)
@@ -89,11 +91,11 @@ class _LSTMMath:
 
     _gate_count, _state_count, _folds_hidden_bias = 4, 2, True
 
-    def _step(self, x_proj: Tensor, state: State, w_hh_t: Tensor, b_hh: Tensor | None,
+    def _step(self, x_proj: Tensor, rows: slice | None, state: State, w_hh_t: Tensor, b_hh: Tensor | None,
               here: provenance.Provenance, into: np.ndarray | None = None) -> State:
         h, c = state
         size = h.shape[-1]
-        gates = addmm(x_proj, h, w_hh_t)
+        gates = addmm(x_proj, h, w_hh_t, rows=rows)
         squashed = gates.sigmoid()  # i, f, o: one op over the block beats three (g's quarter goes unused)
         provenance.current = here.at(gate="i")
         i = squashed[:, :size]
@@ -117,10 +119,12 @@ class _GRUMath:
 
     _gate_count, _state_count, _folds_hidden_bias = 3, 1, False
 
-    def _step(self, x_proj: Tensor, state: State, w_hh_t: Tensor, b_hh: Tensor | None,
+    def _step(self, x_proj: Tensor, rows: slice | None, state: State, w_hh_t: Tensor, b_hh: Tensor | None,
               here: provenance.Provenance, into: np.ndarray | None = None) -> State:
         (h,) = state
         size = h.shape[-1]
+        if rows is not None:  # (x_proj is used twice: the slice is one op)
+            x_proj = x_proj[rows]
         h_proj = h @ w_hh_t if b_hh is None else addmm(b_hh, h, w_hh_t)
         squashed = (x_proj + h_proj).sigmoid()  # r, z (n's third goes unused)
         provenance.current = here.at(gate="r")
@@ -253,7 +257,7 @@ class _CellBase(Module):
             state = tuple(s.unsqueeze(0) for s in state)
         fold = self._folds_hidden_bias
         x_proj = _project(x, self.weight_ih, self.bias_ih, self.bias_hh if fold else None)
-        state = self._step(x_proj, state, self.weight_hh.T, None if fold else self.bias_hh,
+        state = self._step(x_proj, None, state, self.weight_hh.T, None if fold else self.bias_hh,
                            provenance.current or provenance.ROOT)
         if unbatched:
             state = tuple(s.squeeze(0) for s in state)
@@ -502,7 +506,8 @@ class _RNNBase(Module):
         for t in fused.time_order(steps, bool(direction)):
             here = provenance.current = scope.at(step=t if own_time else None)
             into = handed[t] = rows[t] if write and t != last and t not in partial else None
-            new_state = self._step(x_proj[t * batch:(t + 1) * batch], state, w_hh_t, b_step, here, into)
+            step_rows = slice(t * batch, (t + 1) * batch)
+            new_state = self._step(x_proj, step_rows, state, w_hh_t, b_step, here, into)
             if t in partial:  # some sequences are over (forward) or not yet started (reverse) at t
                 new_state = tuple(where(valid[t], new, old).named(new.name)
                                   for new, old in zip(new_state, state, strict=True))

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..autograd import ProductGrad
+from ..autograd import IndexGrad, ProductGrad, interned_shape
 from ..tensor import Tensor
 from .elementwise import SavedOperands, data_of, kept_for
 
@@ -36,6 +36,20 @@ class _AddMatrixBackward(_MatrixBackward):
         return (g, *_MatrixBackward.__call__(self, g))
 
 
+class _AddRowsMatrixBackward(_MatrixBackward):
+    """input[rows] + mat1 @ mat2: g into the input's rows (an ``IndexGrad``, as a slice's backward
+    gives), then the product's gradients."""
+
+    __slots__ = ("rows", "shape", "dtype")
+
+    def __init__(self, y_for_a: Any, x_for_b: Any, rows: slice, shape: tuple, dtype: np.dtype) -> None:
+        super().__init__(y_for_a, x_for_b)
+        self.rows, self.shape, self.dtype = rows, shape, dtype
+
+    def __call__(self, g: np.ndarray) -> tuple:
+        return (IndexGrad(self.rows, g, self.shape, self.dtype, False), *_MatrixBackward.__call__(self, g))
+
+
 def _product(op: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """x @ y, or an error that names ``op`` and says which dimensions disagree."""
     if x.ndim == 0 or y.ndim == 0:
@@ -61,25 +75,33 @@ def _arrays(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def addmm(input: Any, mat1: Any, mat2: Any) -> Tensor:  # noqa: A002 - PyTorch's argument name
+def addmm(input: Any, mat1: Any, mat2: Any, *, rows: slice | None = None) -> Tensor:  # noqa: A002
     """``input + mat1 @ mat2`` as one op, PyTorch's ``addmm`` (with beta = alpha = 1): mat1 (n, m),
     mat2 (m, p), and input broadcasting to (n, p), such as a bias. Why one op: a linear layer or a
-    recurrent step records one node instead of two, and the sum is made in the product's buffer."""
+    recurrent step records one node instead of two, and the sum is made in the product's buffer.
+    ``rows`` (internal): add ``input[rows]``, recording no slice: a recurrent layer's step adds its
+    rows of the projection of all steps' inputs, one node where a slice and an addmm would be two."""
     x, y = _arrays(mat1, mat2)
     if x.ndim != 2 or y.ndim != 2:
         raise ValueError(f"addmm: mat1 and mat2 must be matrices (2-D), got shapes {x.shape} and {y.shape}")
     out = _product("addmm", x, y)
-    bias = data_of(input)
-    shape, (rows, cols) = np.shape(bias), out.shape
-    if shape != out.shape and shape not in ((cols,), (1, cols), (rows, 1), (), (1,), (1, 1)):
+    whole = bias = data_of(input)
+    if rows is not None:
+        bias = whole[rows]
+    shape, (height, width) = bias.shape if type(bias) is np.ndarray else np.shape(bias), out.shape
+    if shape != out.shape and shape not in ((width,), (1, width), (height, 1), (), (1,), (1, 1)):
         raise ValueError(f"addmm: input of shape {shape} does not broadcast to the product's shape "
                          f"{out.shape} (mat1 {x.shape} @ mat2 {y.shape})")
     if (type(bias) is np.ndarray and bias.dtype is out.dtype) or np.result_type(bias, out) == out.dtype:
         out += bias  # the same bits as bias + out: one rounding of the same two numbers
     else:
         out = bias + out  # a wider input widens the result, as input + mat1 @ mat2 would
-    return Tensor.from_op(out, "addmm", (input, mat1, mat2),
-                          _AddMatrixBackward(kept_for(mat1, y), kept_for(mat2, x)))
+    if rows is None:
+        backward = _AddMatrixBackward(kept_for(mat1, y), kept_for(mat2, x))
+    else:
+        backward = _AddRowsMatrixBackward(kept_for(mat1, y), kept_for(mat2, x), rows,
+                                          interned_shape(whole.shape), whole.dtype)
+    return Tensor.from_op(out, "addmm", (input, mat1, mat2), backward)
 
 
 def matmul(a: Any, b: Any) -> Tensor:
