@@ -265,7 +265,7 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     extra = grad.ndim - len(shape)
     if extra < 0:
         raise ValueError(f"gradient of shape {grad.shape} has fewer dimensions than its input {shape}")
-    axes = tuple(range(extra)) + tuple(
+    axes = tuple(i for i in range(extra) if grad.shape[i] != 1) + tuple(  # size 1: the reshape drops it
         extra + i for i, n in enumerate(shape) if n == 1 and grad.shape[extra + i] != 1)
     summed = np.add.reduce(grad, axis=axes, keepdims=True) if axes else grad  # = .sum(), minus a wrapper
     if extra:
