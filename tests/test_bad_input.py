@@ -63,6 +63,12 @@ def test_matmul_mismatch(call: Callable, fragments: list[str]) -> None:
     (lambda: ts.addmm(ts.Tensor(np.ones((3, 2))), A, A.T), ["addmm:", "input of shape (3, 2)",
                                                              "product's shape (2, 2)"]),
     (lambda: ts.addmm(ts.Tensor(np.ones((4, 2, 2))), A, A.T), ["addmm:", "(4, 2, 2)", "(2, 2)"]),
+    # rows= (a recurrent step's rows of the projection): exactly the product's shape, no broadcasting
+    (lambda: ts.addmm(ts.Tensor(np.ones((6, 1))), A, A.T, rows=slice(2, 4)),
+     ["addmm:", "rows 2:4", "shape (6, 1)", "product's shape (2, 2)"]),
+    (lambda: ts.addmm(ts.Tensor(np.ones((6, 2))), A, A.T, rows=slice(5, 7)), ["addmm:", "rows 5:7"]),
+    (lambda: ts.addmm(ts.Tensor(np.ones(6)), A, A.T, rows=slice(0, 2)), ["addmm:", "shape (6,)"]),
+    (lambda: ts.addmm(1.0, A, A.T, rows=slice(0, 2)), ["addmm:", "shape ()"]),
 ])
 def test_addmm_mismatch(call: Callable, fragments: list[str]) -> None:
     _raises(ValueError, call, *fragments)

@@ -41,9 +41,6 @@ def to_array(data: Any, dtype: Any = None) -> np.ndarray:
     return array
 
 
-_NO_PARENTS = (None, None, None)
-
-
 class Tensor:
     """An n-dimensional array that records the ops applied to it, for ``backward()``."""
 
@@ -83,7 +80,7 @@ class Tensor:
                 first, second, third = inputs
                 parents = (getattr(first, "_node", None), getattr(second, "_node", None),
                            getattr(third, "_node", None))
-                recorded = parents != _NO_PARENTS
+                recorded = parents[0] is not None or parents[1] is not None or parents[2] is not None
             else:
                 parents = tuple([getattr(x, "_node", None) for x in inputs])
                 recorded = any(parents)

@@ -4,12 +4,12 @@ Parameter names, shapes, registration order, gate order and initialisation are P
 PyTorch state_dict converted to numpy loads and gives the same numbers. Everything is composed
 from Tensor ops, with no hand-written backward: BPTT is the engine walking the unrolled graph.
 The layers' ``fused=True`` runs each layer direction as one node with a hand-written BPTT instead
-(``nn.fused``): the same numbers, one node instead of 3-13 per step, as fast as hand-written numpy.
+(``nn.fused``): the same numbers, one node instead of 2-12 per step, as fast as hand-written numpy.
 
 Speed: on small shapes the per-step Python work is the cost, so a layer projects the inputs of
 all time steps with one ``addmm`` (x W_ih^T + bias) per layer and direction before its loop, then
-per step does one ``addmm`` for all gates (x_t's projection + h W_hh^T), one sigmoid over the full
-gate block, and slices.
+per step does one ``addmm`` for all gates (x_t's rows of the projection + h W_hh^T), one sigmoid over
+the full gate block, and slices.
 
 Provenance: every op records its layer, direction (0 forward, 1 reverse) and time step; the ops
 that make one gate's value also record the gate (a name from ``LSTM_GATES`` / ``GRU_GATES``).
@@ -123,7 +123,7 @@ class _GRUMath:
               here: provenance.Provenance, into: np.ndarray | None = None) -> State:
         (h,) = state
         size = h.shape[-1]
-        if rows is not None:  # (x_proj is used twice: the slice is one op)
+        if rows is not None:  # a slice node here: x_proj feeds two ops, so no one op can read its rows
             x_proj = x_proj[rows]
         h_proj = h @ w_hh_t if b_hh is None else addmm(b_hh, h, w_hh_t)
         squashed = (x_proj + h_proj).sigmoid()  # r, z (n's third goes unused)
@@ -474,7 +474,7 @@ class _RNNBase(Module):
         return output, finals
 
     def _layer_input(self, x: Tensor) -> Tensor:
-        """A layer's input (T, B, features) as its directions take it: the composed steps slice rows
+        """A layer's input (T, B, features) as its directions take it: the composed steps read rows
         t*B:(t+1)*B of one (T * B, features) projection; a fused sequence takes x as it is."""
         return x if self.fused else x.reshape(x.shape[0] * x.shape[1], x.shape[2])
 

@@ -49,7 +49,7 @@ def _times(g: np.ndarray, factor: Any) -> np.ndarray | None:
 
 # Backwards that save nothing are shared functions: a lambda would allocate a function object
 # per op, kept by the graph until backward (a tenth of a long sequence's graph memory). The ops
-# every recurrent step makes (mul, tanh, sigmoid; matmul, getitem) keep what they save in a small
+# every recurrent step makes (mul, addcmul, tanh, sigmoid; addmm, getitem) keep what they save in a small
 # class with __slots__ whose call is the backward: one object of 56-72 bytes per op, where a
 # closure takes a function and a cell per saved value, and functools.partial an object and an
 # argument tuple (160 bytes). A long sequence's graph is mostly these, and the garbage collector
@@ -155,7 +155,9 @@ def addcmul(input: Any, tensor1: Any, tensor2: Any, *, value: float = 1,  # noqa
     except ValueError:
         raise ValueError(f"addcmul: shapes {np.shape(x)}, {np.shape(t1)} and {np.shape(t2)} do not broadcast "
                          "together (numpy rules: trailing dimensions must be equal or 1)") from None
-    t2_for_t1 = kept_for(tensor1, t2 if value == 1 else t2 * value)  # PyTorch's grad * (t2 * value)
+    t2_for_t1 = kept_for(tensor1, t2)
+    if value != 1 and t2_for_t1 is not None:
+        t2_for_t1 = t2 * value  # PyTorch's grad * (t2 * value)
     return Tensor.from_op(out, "addcmul", (input, tensor1, tensor2),
                           _AddcmulBackward(t2_for_t1, kept_for(tensor2, scaled)))
 

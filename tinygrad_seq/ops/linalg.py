@@ -86,8 +86,11 @@ def addmm(input: Any, mat1: Any, mat2: Any, *, rows: slice | None = None) -> Ten
         raise ValueError(f"addmm: mat1 and mat2 must be matrices (2-D), got shapes {x.shape} and {y.shape}")
     out = _product("addmm", x, y)
     whole = bias = data_of(input)
-    if rows is not None:
-        bias = whole[rows]
+    if rows is not None:  # rows of a matrix, of exactly the product's shape: backward adds g into them
+        bias = whole[rows] if type(whole) is np.ndarray and whole.ndim == 2 else None
+        if bias is None or bias.shape != out.shape:
+            raise ValueError(f"addmm: rows {rows.start}:{rows.stop} of an input of shape {np.shape(whole)} "
+                             f"must be a matrix of the product's shape {out.shape}")
     shape, (height, width) = bias.shape if type(bias) is np.ndarray else np.shape(bias), out.shape
     if shape != out.shape and shape not in ((width,), (1, width), (height, 1), (), (1,), (1, 1)):
         raise ValueError(f"addmm: input of shape {shape} does not broadcast to the product's shape "
