@@ -26,10 +26,14 @@ Step arguments: ``x_t`` the step's input projection (B, G*H), ``before`` the sta
 and ``out`` where its state goes, (B, S*H) with S = 2 for an LSTM's [h, c]; backward gets ``d_out``
 = dL/d(state_t), writes dL/d(x_t) and dL/d(h W_hh^T + b_hh) (``d_x_t``, ``d_hidden_t``; the same
 array unless b_hh is added per step) and returns dL/d(before) through the step.
+
+Products of two matrices are ``np.dot``, not ``@``: the same BLAS call and bits for a quarter less
+of numpy's per-call cost (``ops.linalg._product``), which at tiny sizes is most of a step's matmul.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,14 +46,14 @@ from ..tensor import Tensor
 class ElmanSteps:
     """h_t = act(x_t + h_{t-1} W_hh^T), act tanh or relu (both biases are in x_t)."""
 
-    op, sequence_op, folds_hidden_bias = "rnn_cell", "rnn_sequence", True
+    op, sequence_op, folds_hidden_bias, has_sigmoid = "rnn_cell", "rnn_sequence", True, False
 
     def __init__(self, nonlinearity: str) -> None:
         self.tanh = nonlinearity == "tanh"  # else relu
 
     def forward(self, t: int, x_t: np.ndarray, before: np.ndarray, w_hh_t: np.ndarray,
                 b_hh: np.ndarray | None, out: np.ndarray) -> None:
-        pre = before @ w_hh_t
+        pre = np.dot(before, w_hh_t)
         pre += x_t
         if self.tanh:
             np.tanh(pre, out=out)
@@ -70,14 +74,14 @@ class ElmanSteps:
     def backward(self, t: int, d_out: np.ndarray, w_hh: np.ndarray, d_x_t: np.ndarray,
                  d_hidden_t: np.ndarray) -> np.ndarray:
         np.multiply(d_out, self.slope[t], out=d_x_t)
-        return d_x_t @ w_hh
+        return np.dot(d_x_t, w_hh)
 
 
 class LSTMSteps:
     """Gates x_t + h_{t-1} W_hh^T in blocks i, f, g, o (sigmoid, sigmoid, tanh, sigmoid);
     c_t = f c_{t-1} + i g, h_t = o tanh(c_t). The state is [h, c] (B, 2H)."""
 
-    op, sequence_op, folds_hidden_bias = "lstm_cell", "lstm_sequence", True
+    op, sequence_op, folds_hidden_bias, has_sigmoid = "lstm_cell", "lstm_sequence", True, True
 
     def __init__(self, steps: int, batch: int, hidden: int, dtype: np.dtype) -> None:
         self.hidden = hidden
@@ -87,7 +91,7 @@ class LSTMSteps:
     def forward(self, t: int, x_t: np.ndarray, before: np.ndarray, w_hh_t: np.ndarray,
                 b_hh: np.ndarray | None, out: np.ndarray) -> None:
         size, act = self.hidden, self.act[t]
-        gates = before[:, :size] @ w_hh_t
+        gates = np.dot(before[:, :size], w_hh_t)
         gates += x_t
         logistic_into(act, gates)  # i, f, o; the g block is replaced by its tanh
         np.tanh(gates[:, 2 * size:3 * size], out=act[:, 2 * size:3 * size])
@@ -138,7 +142,7 @@ class GRUSteps:
     b_hh cannot fold into x_t (r scales its n block), so the gradients of x_t and of hp differ in the
     n block: ``d_x_t`` and ``d_hidden_t``."""
 
-    op, sequence_op, folds_hidden_bias = "gru_cell", "gru_sequence", False
+    op, sequence_op, folds_hidden_bias, has_sigmoid = "gru_cell", "gru_sequence", False, True
 
     def __init__(self, steps: int, batch: int, hidden: int, dtype: np.dtype) -> None:
         self.hidden = hidden
@@ -148,7 +152,7 @@ class GRUSteps:
     def forward(self, t: int, x_t: np.ndarray, before: np.ndarray, w_hh_t: np.ndarray,
                 b_hh: np.ndarray | None, out: np.ndarray) -> None:
         size, act, hp_n = self.hidden, self.act[t], self.hp_n[t]
-        hp = before @ w_hh_t
+        hp = np.dot(before, w_hh_t)
         if b_hh is not None:
             hp += b_hh
         rz = hp[:, :2 * size]
@@ -189,7 +193,7 @@ class GRUSteps:
         np.multiply(d_out, factors[:, size:2 * size], out=d_x_t[:, size:2 * size])
         d_hidden_t[:, :2 * size] = d_x_t[:, :2 * size]
         np.multiply(d_n_pre, self.act[t, :, :size], out=d_hidden_t[:, 2 * size:])
-        d_before = d_hidden_t @ w_hh
+        d_before = np.dot(d_hidden_t, w_hh)
         d_before += d_out * self.act[t, :, size:2 * size]
         return d_before
 
@@ -252,7 +256,7 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
     inputs = layer_input._data.reshape(steps * batch, -1)  # row t*B + b: step t, sequence b
     w_ih_data, weight = w_ih._data, w_hh._data
     # the input projection of every step, as the composed layer's ``nn.rnn._project`` computes it
-    x_proj = inputs @ w_ih_data.T
+    x_proj = np.dot(inputs, w_ih_data.T)
     if b_ih is not None:
         x_proj += b_ih._data + b_hh._data if cell.folds_hidden_bias else b_ih._data
     x_proj = x_proj.reshape(steps, batch, -1)
@@ -265,12 +269,14 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
     for k, tensor in enumerate(initial):
         chain[steps if reverse else 0, :, k * hidden:(k + 1) * hidden] = tensor._data
     order = time_order(steps, reverse)
-    # a sigmoid's exp(-a) for a << 0 (see ops.elementwise.logistic_into); this also silences a step's
-    # adds overflowing (float16), whose inf the nonlinearities take to +-1 or 0 as in the composed
-    # layer, which warns
-    with np.errstate(over="ignore"):
+    w_hh_t = weight.T
+    # a sigmoid's exp(-a) overflows for a << 0, giving the right 0 (see ops.elementwise.logistic_into);
+    # this also silences such a cell's adds overflowing (float16), whose inf the nonlinearities take to
+    # +-1 or 0 as in the composed layer, which warns. An Elman cell has no exp, and warns as the
+    # composed layer does (np.errstate costs about a tiny step's matmul: only where it is needed).
+    with np.errstate(over="ignore") if cell.has_sigmoid else contextlib.nullcontext():
         for t in order:
-            cell.forward(t, x_proj[t], chain[t + 1 - after], weight.T, step_bias, chain[t + after])
+            cell.forward(t, x_proj[t], chain[t + 1 - after], w_hh_t, step_bias, chain[t + after])
             if t in partial:  # the sequences that are over (or not started) keep their state
                 np.copyto(chain[t + after], chain[t + 1 - after], where=~valid[t])
     chain.setflags(write=False)  # backward reads it; the output's .base must not write it
@@ -347,8 +353,8 @@ class _InputAndWeightGrads:
         d_x, d_hidden = d_x.reshape(-1, d_x.shape[-1]), d_hidden.reshape(-1, d_hidden.shape[-1])
         if self.input is not None:
             np.matmul(d_x, self.w_ih, out=self.input[rows])
-        parts = (d_x.T @ self.inputs[rows] if want_w_ih else None,
-                 d_hidden.T @ h_starts.reshape(len(d_hidden), -1) if want_w_hh else None,
+        parts = (np.dot(d_x.T, self.inputs[rows]) if want_w_ih else None,
+                 np.dot(d_hidden.T, h_starts.reshape(len(d_hidden), -1)) if want_w_hh else None,
                  d_x.sum(axis=0) if want_b_ih else None,
                  d_hidden.sum(axis=0) if want_b_hh else None)
         for k, part in enumerate(parts):
