@@ -59,7 +59,7 @@ def _product(op: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         raise ValueError(f"{op}: both operands need at least 1 dimension, got shapes {x.shape} "
                          f"and {y.shape}")
     try:
-        return np.dot(x, y) if x.ndim == 2 and y.ndim == 2 else x @ y  # np.dot: see _product's docstring
+        return np.dot(x, y) if x.ndim == 2 and y.ndim == 2 else x @ y
     except ValueError:
         inner = y.shape[0] if y.ndim == 1 else y.shape[-2]
         if x.shape[-1] == inner:  # the contraction fits, so the batch dims are what clash
