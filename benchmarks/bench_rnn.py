@@ -1,6 +1,6 @@
 """One training step (forward over the sequence + loss + backward to all weights) of RNN / LSTM /
 GRU layers: ours, a hand-written numpy BPTT (numpy_bptt.py, the expert's baseline) and PyTorch's
-nn.RNN/LSTM/GRU when torch is installed, in one process, interleaved; plus peak memory of a step
+nn.RNN/LSTM/GRU when torch is installed, in one process per row, interleaved; plus peak memory of a step
 (ours vs numpy) and whether our cost per time step stays flat from T = 1,000 to T = 10,000.
 
     python benchmarks/bench_rnn.py [--sizes tiny,long] [--cells lstm] [--dtypes float64]
@@ -9,17 +9,21 @@ nn.RNN/LSTM/GRU when torch is installed, in one process, interleaved; plus peak 
 Times are medians of repeated runs; read the ratio columns, not the absolute times: the machine
 may be shared and noisy, but the implementations run in the same rounds, one after another. At
 tiny and medium sizes each timed step comes right after an untimed one of its own, as in a training
-loop (``interleaved_medians`` says why).
+loop (``interleaved_medians`` says why). Each row of the table (and the linearity run) is measured
+in a new process of its own (``in_fresh_process`` says why).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import multiprocessing
 import statistics
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any, NamedTuple
 
 import checkout  # noqa: F401  (first: the package of this checkout, not the venv's)
@@ -145,28 +149,60 @@ def ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1e3:.3f}"
 
 
-def run_table(torch: Any, sizes: list[str], cells: list[str], dtypes: list[str], repeat: int | None) -> None:
+def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args), run in a new Python process. Why: glibc's malloc tunes itself to the arrays a process
+    has freed (it raises its mmap threshold to the largest), and a step's page faults depend on that.
+    Measured in one process, numpy's GRU medium float32 step ran 19 ms right after the LSTM float64
+    row and 22-24 ms before it, while ours and PyTorch's did not move: a row's ratios depended on the
+    rows before it. A training script's allocator has seen only its own model's arrays."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+@contextlib.contextmanager
+def thread_count(threads: str, torch: Any) -> Iterator[None]:
+    """BLAS (and torch) threads: "1", or the libraries' default."""
+    if threads == "default":
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    if torch is not None:
+        torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+
+
+def measure_row(cell: str, size_name: str, dtype: str, runs: int, threads: str) -> tuple[dict, dict]:
+    """One table row: median seconds of a step of each implementation and peak bytes of ours and numpy's."""
+    torch = optional("torch")
+    problem = make_problem(cell, SIZES[size_name], dtype)
+    steps = {"ours": ours_step(cell, problem), "fused": ours_step(cell, problem, fused=True),
+             "numpy": numpy_step(cell, problem)}
+    if torch is not None:
+        steps["torch"] = torch_step(torch, cell, problem)
+    with thread_count(threads, torch):
+        seconds = interleaved_medians(steps, runs, SIZES[size_name].back_to_back)
+        peaks = {name: peak_bytes(steps[name]) for name in ("ours", "fused", "numpy")}
+    return seconds, peaks
+
+
+def run_table(sizes: list[str], cells: list[str], dtypes: list[str], repeat: int | None,
+              threads: str) -> None:
     back_to_back = " and ".join(name for name, size in SIZES.items() if size.back_to_back)
     print(f"one training step (forward + loss + backward to all weights), milliseconds, median "
-          f"({back_to_back}: each step timed right after one of its own); ours = the default layer, fused = "
-          "fused=True; ratios are to the numpy BPTT (and torch), lower is better; peak = tracemalloc peak of "
-          "one step, as a ratio to numpy's")
+          f"({back_to_back}: each step timed right after one of its own; each row in a new process); "
+          "ours = the default layer, fused = fused=True; ratios are to the numpy BPTT (and torch), lower is "
+          "better; peak = tracemalloc peak of one step, as a ratio to numpy's")
     header = (f"{'cell':5s} {'size':7s} {'dtype':8s} {'ours':>9s} {'fused':>9s} {'numpy':>9s} {'torch':>9s} "
               f"{'ours/np':>8s} {'fused/np':>8s} {'ours/pt':>8s} {'fused/pt':>8s}  {'peak numpy':>10s} "
               f"{'ours':>6s} {'fused':>6s}  runs")
     print(header)
     for size_name in sizes:
-        size = SIZES[size_name]
-        runs = repeat or size.repeat
+        runs = repeat or SIZES[size_name].repeat
         for cell in cells:
             for dtype in dtypes:
-                problem = make_problem(cell, size, dtype)
-                steps = {"ours": ours_step(cell, problem), "fused": ours_step(cell, problem, fused=True),
-                         "numpy": numpy_step(cell, problem)}
-                if torch is not None:
-                    steps["torch"] = torch_step(torch, cell, problem)
-                t = interleaved_medians(steps, runs, size.back_to_back)
-                peak = {name: peak_bytes(steps[name]) for name in ("ours", "fused", "numpy")}
+                t, peak = in_fresh_process(measure_row, cell, size_name, dtype, runs, threads)
                 print(f"{cell:5s} {size_name:7s} {dtype:8s} {ms(t['ours']):>9s} {ms(t['fused']):>9s} "
                       f"{ms(t['numpy']):>9s} {ms(t.get('torch')):>9s} {ratio(t['ours'], t['numpy']):>8s} "
                       f"{ratio(t['fused'], t['numpy']):>8s} {ratio(t['ours'], t.get('torch')):>8s} "
@@ -176,20 +212,25 @@ def run_table(torch: Any, sizes: list[str], cells: list[str], dtypes: list[str],
     print("sizes (T, B, I, H): " + ", ".join(f"{name} {tuple(SIZES[name][:4])}" for name in sizes))
 
 
-def run_linearity(repeat: int | None, quick: bool) -> None:
+def linearity_medians(lengths: list[int], runs: int, threads: str) -> dict[int, float]:
+    """Median seconds of our LSTM's step at each of ``lengths`` time steps, timed in the same rounds."""
+    steps = {t: ours_step("lstm", make_problem("lstm", LINEARITY._replace(steps=t), "float64"))
+             for t in lengths}
+    with thread_count(threads, optional("torch")):
+        return interleaved_medians(steps, runs, LINEARITY.back_to_back)
+
+
+def run_linearity(repeat: int | None, quick: bool, threads: str) -> None:
     """Our cost per time step at T and 10 T, timed in the same rounds (a slow patch of a shared
     machine hits both alike); a ratio near 1.0 means BPTT is linear in T."""
     size = LINEARITY
     print(f"\nours, LSTM float64 B={size.batch} I={size.features} H={size.hidden}, "
           f"microseconds per time step (forward + backward):")
     lengths = [size.steps] if quick else [size.steps, size.steps * LINEARITY_FACTOR]
-    steps = {f"T={t}": ours_step("lstm", make_problem("lstm", size._replace(steps=t), "float64"))
-             for t in lengths}
-    seconds = interleaved_medians(steps, repeat or size.repeat, size.back_to_back)
-    per_step = {t: seconds[f"T={t}"] / t for t in lengths}
+    seconds = in_fresh_process(linearity_medians, lengths, repeat or size.repeat, threads)
+    per_step = {t: seconds[t] / t for t in lengths}
     for t in lengths:
-        print(f"  T={t:>6,}: {per_step[t] * 1e6:8.1f} us/step  "
-              f"({seconds[f'T={t}'] * 1e3:.1f} ms per training step)")
+        print(f"  T={t:>6,}: {per_step[t] * 1e6:8.1f} us/step  ({seconds[t] * 1e3:.1f} ms per training step)")
     if quick:
         print(f"  T={size.steps * LINEARITY_FACTOR:>6,}: skipped (--quick)")
     else:
@@ -232,20 +273,8 @@ def main() -> None:
     torch = optional("torch")
     print(f"numpy {np.__version__}, torch {torch.__version__ if torch else 'not installed'}, "
           f"threads {args.threads}")
-
-    def run() -> None:
-        run_table(torch, args.sizes, args.cells, args.dtypes, repeat)
-        run_linearity(repeat, args.quick)
-
-    if args.threads == "1":
-        from threadpoolctl import threadpool_limits
-
-        if torch is not None:
-            torch.set_num_threads(1)
-        with threadpool_limits(1):
-            run()
-    else:
-        run()
+    run_table(args.sizes, args.cells, args.dtypes, repeat, args.threads)
+    run_linearity(repeat, args.quick, args.threads)
 
 
 if __name__ == "__main__":
