@@ -43,6 +43,12 @@ from ..ops.elementwise import logistic_into
 from ..tensor import Tensor
 
 
+def _blocks(array: np.ndarray, count: int) -> tuple[np.ndarray, ...]:
+    """The ``count`` equal blocks of ``array``'s last axis, as views."""
+    size = array.shape[-1] // count
+    return tuple(array[..., k * size:(k + 1) * size] for k in range(count))
+
+
 class ElmanSteps:
     """h_t = act(x_t + h_{t-1} W_hh^T), act tanh or relu (both biases are in x_t)."""
 
@@ -86,29 +92,33 @@ class LSTMSteps:
     def __init__(self, steps: int, batch: int, hidden: int, dtype: np.dtype) -> None:
         self.hidden = hidden
         self.act = np.empty((steps, batch, 4 * hidden), dtype)  # i, f, g, o after their nonlinearity
+        # each gate's block for all steps, as views: i[t] costs half of act[t][:, :hidden], per use
+        self.i, self.f, self.g, self.o = _blocks(self.act, 4)
         self.tanh_c = np.empty((steps, batch, hidden), dtype)
 
     def forward(self, t: int, x_t: np.ndarray, before: np.ndarray, w_hh_t: np.ndarray,
                 b_hh: np.ndarray | None, out: np.ndarray) -> None:
-        size, act = self.hidden, self.act[t]
+        size = self.hidden
         gates = np.dot(before[:, :size], w_hh_t)
         gates += x_t
-        logistic_into(act, gates)  # i, f, o; the g block is replaced by its tanh
-        np.tanh(gates[:, 2 * size:3 * size], out=act[:, 2 * size:3 * size])
+        logistic_into(self.act[t], gates)  # i, f, o; the g block is replaced by its tanh
+        i, f, g, o = self.i[t], self.f[t], self.g[t], self.o[t]
+        np.tanh(gates[:, 2 * size:3 * size], out=g)
         c = out[:, size:]
-        np.multiply(act[:, size:2 * size], before[:, size:], out=c)
-        c += act[:, :size] * act[:, 2 * size:3 * size]
-        np.multiply(act[:, 3 * size:], np.tanh(c, out=self.tanh_c[t]), out=out[:, :size])
+        np.multiply(f, before[:, size:], out=c)
+        c += i * g
+        np.multiply(o, np.tanh(c, out=self.tanh_c[t]), out=out[:, :size])
 
     def prepare(self, span: slice, x_proj: np.ndarray, befores: np.ndarray, states: np.ndarray) -> None:
         """For the steps in ``span``: dgates = [g i', c_{t-1} f', i g', tanh(c) o'], by which dL/dc_t
         (i, f, g) and dL/dh_t (o) become the gates' gradient, and o tanh'(c_t), which takes dL/dh_t
         to c_t. They overwrite x_proj and tanh_c: afterwards ``tanh_c`` no longer holds tanh(c)."""
-        size, act, tanh_c = self.hidden, self.act[span], self.tanh_c[span]
-        i, f, g, o = (act[..., k * size:(k + 1) * size] for k in range(4))
-        self.dgates, self.o_tanh_slope = x_proj, self.tanh_c
+        size, tanh_c = self.hidden, self.tanh_c[span]
+        i, f, g, o = (gate[span] for gate in (self.i, self.f, self.g, self.o))
+        blocks = x_proj.reshape(*x_proj.shape[:2], 4, size)  # (T, B, gate, H)
+        self.dgates_ifg, self.dgates_o, self.o_tanh_slope = blocks[:, :, :3], blocks[:, :, 3], self.tanh_c
         for k, (factor, gate) in enumerate(((g, i), (befores[span, :, size:], f), (i, None), (tanh_c, o))):
-            block = x_proj[span, :, k * size:(k + 1) * size]
+            block = blocks[span, :, k]
             if gate is None:  # g = tanh: g' = 1 - g^2
                 np.multiply(g, g, out=block)
                 np.subtract(1, block, out=block)
@@ -122,17 +132,15 @@ class LSTMSteps:
 
     def backward(self, t: int, d_out: np.ndarray, w_hh: np.ndarray, d_x_t: np.ndarray,
                  d_hidden_t: np.ndarray) -> np.ndarray:
-        size, batch = self.hidden, len(d_out)
+        size = self.hidden
         d_h, d_c = d_out[:, :size], d_out[:, size:]
         d_c += d_h * self.o_tanh_slope[t]  # in place: d_out keeps dL/dc_t through h_t too, for pictures
-        dgates = self.dgates[t]
-        # i, f, g: dL/dc_t times their factor, as (B, 3, H) views; o: dL/dh_t times its factor
-        np.multiply(dgates[:, :3 * size].reshape(batch, 3, size), d_c[:, None, :],
-                    out=d_x_t[:, :3 * size].reshape(batch, 3, size))
-        np.multiply(dgates[:, 3 * size:], d_h, out=d_x_t[:, 3 * size:])
+        d_gates = d_x_t.reshape(len(d_out), 4, size)
+        np.multiply(self.dgates_ifg[t], d_c[:, None], out=d_gates[:, :3])  # i, f, g: by dL/dc_t
+        np.multiply(self.dgates_o[t], d_h, out=d_gates[:, 3])  # o: by dL/dh_t
         d_before = np.empty_like(d_out)
         np.matmul(d_x_t, w_hh, out=d_before[:, :size])
-        np.multiply(d_c, self.act[t, :, size:2 * size], out=d_before[:, size:])
+        np.multiply(d_c, self.f[t], out=d_before[:, size:])
         return d_before
 
 
@@ -147,33 +155,33 @@ class GRUSteps:
     def __init__(self, steps: int, batch: int, hidden: int, dtype: np.dtype) -> None:
         self.hidden = hidden
         self.act = np.empty((steps, batch, 3 * hidden), dtype)  # r, z, n
+        self.rz, self.n = self.act[..., :2 * hidden], self.act[..., 2 * hidden:]  # views, as in LSTMSteps
+        self.r, self.z = _blocks(self.rz, 2)
         self.hp_n = np.empty((steps, batch, hidden), dtype)  # h W_hn^T + b_hn, which r scales
 
     def forward(self, t: int, x_t: np.ndarray, before: np.ndarray, w_hh_t: np.ndarray,
                 b_hh: np.ndarray | None, out: np.ndarray) -> None:
-        size, act, hp_n = self.hidden, self.act[t], self.hp_n[t]
+        size, hp_n, n = self.hidden, self.hp_n[t], self.n[t]
         hp = np.dot(before, w_hh_t)
         if b_hh is not None:
             hp += b_hh
         rz = hp[:, :2 * size]
         rz += x_t[:, :2 * size]
-        logistic_into(act[:, :2 * size], rz)
-        r, z, n = act[:, :size], act[:, size:2 * size], act[:, 2 * size:]
+        logistic_into(self.rz[t], rz)
         hp_n[:] = hp[:, 2 * size:]
-        np.multiply(r, hp_n, out=n)
+        np.multiply(self.r[t], hp_n, out=n)
         n += x_t[:, 2 * size:]
         np.tanh(n, out=n)
         np.subtract(before, n, out=out)
-        out *= z
+        out *= self.z[t]
         out += n
 
     def prepare(self, span: slice, x_proj: np.ndarray, befores: np.ndarray, states: np.ndarray) -> None:
         """For the steps in ``span``, over x_proj: [hp_n r', (h_{t-1} - n) z', (1 - z) n'], the
         factors by which dL/dn_pre (r), dL/dh_t (z) and dL/dh_t (n) become the gates' gradient."""
-        size, act = self.hidden, self.act[span]
-        r, z, n = (act[..., k * size:(k + 1) * size] for k in range(3))
-        self.factors = x_proj
-        d_r, d_z, d_n = (x_proj[span, :, k * size:(k + 1) * size] for k in range(3))
+        r, z, n = self.r[span], self.z[span], self.n[span]
+        self.factors = _blocks(x_proj, 3)
+        d_r, d_z, d_n = (factor[span] for factor in self.factors)
         np.subtract(1, r, out=d_r)
         d_r *= r
         d_r *= self.hp_n[span]
@@ -186,19 +194,20 @@ class GRUSteps:
 
     def backward(self, t: int, d_out: np.ndarray, w_hh: np.ndarray, d_x_t: np.ndarray,
                  d_hidden_t: np.ndarray) -> np.ndarray:
-        size, factors = self.hidden, self.factors[t]
+        size, (factor_r, factor_z, factor_n) = self.hidden, self.factors
         d_n_pre = d_x_t[:, 2 * size:]
-        np.multiply(d_out, factors[:, 2 * size:], out=d_n_pre)
-        np.multiply(d_n_pre, factors[:, :size], out=d_x_t[:, :size])
-        np.multiply(d_out, factors[:, size:2 * size], out=d_x_t[:, size:2 * size])
+        np.multiply(d_out, factor_n[t], out=d_n_pre)
+        np.multiply(d_n_pre, factor_r[t], out=d_x_t[:, :size])
+        np.multiply(d_out, factor_z[t], out=d_x_t[:, size:2 * size])
         d_hidden_t[:, :2 * size] = d_x_t[:, :2 * size]
-        np.multiply(d_n_pre, self.act[t, :, :size], out=d_hidden_t[:, 2 * size:])
+        np.multiply(d_n_pre, self.r[t], out=d_hidden_t[:, 2 * size:])
         d_before = np.dot(d_hidden_t, w_hh)
-        d_before += d_out * self.act[t, :, size:2 * size]
+        d_before += d_out * self.z[t]
         return d_before
 
 
 Steps = ElmanSteps | LSTMSteps | GRUSteps
+
 
 CHUNK_ROWS = 256
 """Backward goes through the steps in chunks of about this many rows (steps x batch): it prepares a
