@@ -20,6 +20,7 @@ import contextlib
 import gc
 import multiprocessing
 import statistics
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -154,19 +155,22 @@ def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
     has freed (it raises its mmap threshold to the largest), and a step's page faults depend on that.
     Measured in one process, numpy's GRU medium float32 step ran 19 ms right after the LSTM float64
     row and 22-24 ms before it, while ours and PyTorch's did not move: a row's ratios depended on the
-    rows before it. A training script's allocator has seen only its own model's arrays."""
+    rows before it. Now a row's allocator has seen only the arrays of that row's shapes and dtype (its
+    implementations still share the process, interleaved)."""
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(fn, *args).result()
 
 
 @contextlib.contextmanager
-def thread_count(threads: str, torch: Any) -> Iterator[None]:
-    """BLAS (and torch) threads: "1", or the libraries' default."""
+def thread_count(threads: str) -> Iterator[None]:
+    """BLAS (and torch, if imported) threads: "1", or the libraries' default. Set in each measuring
+    process: threadpoolctl's and torch's limits do not carry into a spawned process."""
     if threads == "default":
         yield
         return
     from threadpoolctl import threadpool_limits
 
+    torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(1)
     with threadpool_limits(1):
@@ -174,14 +178,15 @@ def thread_count(threads: str, torch: Any) -> Iterator[None]:
 
 
 def measure_row(cell: str, size_name: str, dtype: str, runs: int, threads: str) -> tuple[dict, dict]:
-    """One table row: median seconds of a step of each implementation and peak bytes of ours and numpy's."""
+    """One table row: median seconds of a step of each implementation, and peak bytes of ours, fused
+    and numpy's."""
     torch = optional("torch")
     problem = make_problem(cell, SIZES[size_name], dtype)
     steps = {"ours": ours_step(cell, problem), "fused": ours_step(cell, problem, fused=True),
              "numpy": numpy_step(cell, problem)}
     if torch is not None:
         steps["torch"] = torch_step(torch, cell, problem)
-    with thread_count(threads, torch):
+    with thread_count(threads):
         seconds = interleaved_medians(steps, runs, SIZES[size_name].back_to_back)
         peaks = {name: peak_bytes(steps[name]) for name in ("ours", "fused", "numpy")}
     return seconds, peaks
@@ -216,7 +221,7 @@ def linearity_medians(lengths: list[int], runs: int, threads: str) -> dict[int, 
     """Median seconds of our LSTM's step at each of ``lengths`` time steps, timed in the same rounds."""
     steps = {t: ours_step("lstm", make_problem("lstm", LINEARITY._replace(steps=t), "float64"))
              for t in lengths}
-    with thread_count(threads, optional("torch")):
+    with thread_count(threads):
         return interleaved_medians(steps, runs, LINEARITY.back_to_back)
 
 

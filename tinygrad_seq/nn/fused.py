@@ -110,12 +110,14 @@ class LSTMSteps:
         np.multiply(o, np.tanh(c, out=self.tanh_c[t]), out=out[:, :size])
 
     def prepare(self, span: slice, x_proj: np.ndarray, befores: np.ndarray, states: np.ndarray) -> None:
-        """For the steps in ``span``: dgates = [g i', c_{t-1} f', i g', tanh(c) o'], by which dL/dc_t
-        (i, f, g) and dL/dh_t (o) become the gates' gradient, and o tanh'(c_t), which takes dL/dh_t
-        to c_t. They overwrite x_proj and tanh_c: afterwards ``tanh_c`` no longer holds tanh(c)."""
+        """For the steps in ``span``: ``dgates_ifg`` = [g i', c_{t-1} f', i g'] and ``dgates_o`` =
+        tanh(c) o', by which dL/dc_t (i, f, g) and dL/dh_t (o) become the gates' gradient, and
+        o tanh'(c_t), which takes dL/dh_t to c_t. They overwrite x_proj and tanh_c: afterwards
+        ``tanh_c`` no longer holds tanh(c)."""
         size, tanh_c = self.hidden, self.tanh_c[span]
         i, f, g, o = (gate[span] for gate in (self.i, self.f, self.g, self.o))
-        blocks = x_proj.reshape(*x_proj.shape[:2], 4, size)  # (T, B, gate, H)
+        blocks = x_proj.reshape(*x_proj.shape[:2], 4, size)  # (T, B, gate, H): a view (``sequence``'s
+        # x_proj is C-contiguous), so backward reads what this writes, here and after retain_graph
         self.dgates_ifg, self.dgates_o, self.o_tanh_slope = blocks[:, :, :3], blocks[:, :, 3], self.tanh_c
         for k, (factor, gate) in enumerate(((g, i), (befores[span, :, size:], f), (i, None), (tanh_c, o))):
             block = blocks[span, :, k]
