@@ -116,8 +116,9 @@ class LSTMSteps:
         ``tanh_c`` no longer holds tanh(c)."""
         size, tanh_c = self.hidden, self.tanh_c[span]
         i, f, g, o = (gate[span] for gate in (self.i, self.f, self.g, self.o))
-        blocks = x_proj.reshape(*x_proj.shape[:2], 4, size)  # (T, B, gate, H): a view (``sequence``'s
-        # x_proj is C-contiguous), so backward reads what this writes, here and after retain_graph
+        # (T, B, gate, H): a view, as ``sequence``'s x_proj is C-contiguous, so that backward reads
+        # what this writes, also when it runs again after retain_graph
+        blocks = x_proj.reshape(*x_proj.shape[:2], 4, size)
         self.dgates_ifg, self.dgates_o, self.o_tanh_slope = blocks[:, :, :3], blocks[:, :, 3], self.tanh_c
         for k, (factor, gate) in enumerate(((g, i), (befores[span, :, size:], f), (i, None), (tanh_c, o))):
             block = blocks[span, :, k]
