@@ -211,7 +211,6 @@ class GRUSteps:
 
 Steps = ElmanSteps | LSTMSteps | GRUSteps
 
-
 CHUNK_ROWS = 256
 """Backward goes through the steps in chunks of about this many rows (steps x batch): it prepares a
 chunk's factors, runs its steps and adds its products to the weight gradients while the chunk's
@@ -278,8 +277,8 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
     # writes in place and the states every step started from are one view.
     after = 0 if reverse else 1
     chain = np.empty((steps + 1, batch, len(initial) * hidden), x_proj.dtype)
-    for k, tensor in enumerate(initial):
-        chain[steps if reverse else 0, :, k * hidden:(k + 1) * hidden] = tensor._data
+    for block, tensor in zip(_blocks(chain[steps if reverse else 0], len(initial)), initial, strict=True):
+        block[...] = tensor._data
     order = time_order(steps, reverse)
     w_hh_t = weight.T
     # a sigmoid's exp(-a) overflows for a << 0, giving the right 0 (see ops.elementwise.logistic_into);
@@ -330,7 +329,7 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
         if kept is not None:
             unrolled.state_norms, unrolled.h_norms = _norms(kept), _norms(kept[..., :hidden])
             unrolled.input_norms = None if grads[0] is None else _norms(grads[0].reshape(steps, batch, -1))
-        return (*grads, *(d_before[:, k * hidden:(k + 1) * hidden] for k in range(state_count)))
+        return (*grads, *_blocks(d_before, state_count))
 
     out = Tensor.from_op(states, cell.sequence_op, (layer_input, *weights, *initial), backward)
     if out._node is not None:
