@@ -42,13 +42,13 @@ class Provenance:
         return new
 
     def at(self, step: int | None = None, gate: str | None = None, layer: int | None = None,
-           direction: int | None = None) -> Provenance:
+           direction: int | None = None, call: int | None = None) -> Provenance:
         """``child(step=..., ...)`` without the generic field handling, for the recurrent layers'
-        loops (several records per time step). None keeps the inherited value."""
+        calls and loops (several records per time step). None keeps the inherited value."""
         return Provenance(self.module, self.layer if layer is None else layer,
                           self.direction if direction is None else direction,
                           self.step if step is None else step, self.gate if gate is None else gate,
-                          self.label, self.call)
+                          self.label, self.call if call is None else call)
 
     def as_dict(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in _FIELDS if getattr(self, name) is not None}

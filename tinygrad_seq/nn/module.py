@@ -91,9 +91,9 @@ class Module:
                 continue
             seen.add(id(module))
             yield path, module
-            children = [(f"{path}.{name}" if path else name, child)
-                        for name, child in module._modules.items()]
-            stack.extend(reversed(children))
+            if module._modules:  # most modules (every layer) have none: skip the list
+                stack.extend(reversed([(f"{path}.{name}" if path else name, child)
+                                       for name, child in module._modules.items()]))
 
     def modules(self) -> Iterator[Module]:
         return (module for _, module in self.named_modules())
@@ -127,11 +127,14 @@ class Module:
         return self.train(False)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for param in self.parameters():
-            if set_to_none or param.grad is None:
-                param.grad = None
-            else:
-                param.grad = Tensor.constant(np.zeros_like(param.data))
+        # not parameters(): its names and sharing checks cost more than this loop (once per training
+        # step); a parameter two modules share is reset twice, to the same result
+        for _, module in self.named_modules():
+            for param in module._parameters.values():
+                if set_to_none or param.grad is None:
+                    param.grad = None
+                else:
+                    param.grad = Tensor.constant(np.zeros_like(param.data))
 
     def requires_grad_(self, requires_grad: bool = True) -> Module:
         for param in self.parameters():

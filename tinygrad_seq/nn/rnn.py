@@ -172,12 +172,14 @@ def _parameter_dtype(module: Module, owner: str) -> np.dtype:
     buffers of one dtype."""
     params = iter(module._parameters.items())
     _, first = next(params)
+    dtype = first._data.dtype
     for name, param in params:
-        if param.dtype != first.dtype:
-            raise TypeError(f"{owner}: parameter {name} is {param.dtype} but weight_ih_l0 is {first.dtype}; "
+        # `is` first: numpy's builtin dtypes are singletons, and `!=` costs more than this whole check
+        if param._data.dtype is not dtype and param._data.dtype != dtype:
+            raise TypeError(f"{owner}: parameter {name} is {param.dtype} but weight_ih_l0 is {dtype}; "
                             "a recurrent layer computes in one dtype: convert them, e.g. "
-                            f"module.to({first.dtype})")
-    return first.dtype
+                            f"module.to({dtype})")
+    return dtype
 
 
 def _unpack_state(hx: Any, count: int, names: tuple[str, str], expected: tuple, layout: str, dtype: np.dtype,
@@ -414,9 +416,15 @@ class _RNNBase(Module):
                 valid = length_mask(lengths, run_steps).data[:, :, None]  # (T, B, 1)
                 x = where(valid, x, 0.0)  # padding values (even nan) never enter the arithmetic
 
-        own_time = _own_time(provenance.current or provenance.ROOT, run_steps)
-        with provenance.scope(call=next(provenance.calls) if own_time else None):
+        outer = provenance.current  # scope(call=...)'s work, without its generic field handling
+        caller = outer or provenance.ROOT
+        own_time = _own_time(caller, run_steps)
+        if own_time:
+            provenance.current = caller.at(call=next(provenance.calls))
+        try:
             output, finals = self._run_layers(x, state, run_steps, batch, valid, partial, own_time)
+        finally:
+            provenance.current = outer
         if partial:
             output = where(valid, output, 0.0)
         if run_steps < steps:
@@ -459,7 +467,7 @@ class _RNNBase(Module):
                 provenance.current = run.at(layer=layer, direction=direction)
                 output, final = self._run_direction(layer_input, initial, layer, direction, steps, batch,
                                                     valid, partial, own_time, rows)
-                provenance.current = run  # (on an error, forward's scope restores the caller's)
+                provenance.current = run  # (on an error, forward restores the caller's)
                 outputs.append(output)
                 finals.append(final)
             if len(outputs) == 1:
