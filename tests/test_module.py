@@ -185,6 +185,24 @@ def test_zero_grad_without_set_to_none_gives_zeros_of_each_parameters_shape_and_
         np.testing.assert_array_equal(param.grad.data, 0.0)
 
 
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_zero_grad_resets_a_shared_parameter_once_per_holder_to_the_same_result(set_to_none: bool) -> None:
+    """zero_grad walks each module's own parameters, so a tied one is reset twice: the second reset
+    must leave what the first did (None, or zeros; not a grad the first made stale)."""
+    model = Tied()
+    x = ts.tensor(np.ones(3, np.float32))
+    (model.left(x) + model.right(x)).sum().backward()
+    shared = model.left.scale
+    np.testing.assert_array_equal(shared.grad.data, 2.0)
+    model.zero_grad(set_to_none=set_to_none)
+    for param in model.parameters():
+        if set_to_none:
+            assert param.grad is None
+        else:
+            assert param.grad.shape == param.shape
+            np.testing.assert_array_equal(param.grad.data, 0.0)
+
 # -- dtypes ------------------------------------------------------------------------------------
 
 
