@@ -185,7 +185,6 @@ def test_zero_grad_without_set_to_none_gives_zeros_of_each_parameters_shape_and_
         np.testing.assert_array_equal(param.grad.data, 0.0)
 
 
-
 @pytest.mark.parametrize("set_to_none", [True, False])
 def test_zero_grad_resets_a_shared_parameter_once_per_holder_to_the_same_result(set_to_none: bool) -> None:
     """zero_grad walks each module's own parameters, so a tied one is reset twice: the second reset
@@ -200,8 +199,9 @@ def test_zero_grad_resets_a_shared_parameter_once_per_holder_to_the_same_result(
         if set_to_none:
             assert param.grad is None
         else:
-            assert param.grad.shape == param.shape
+            assert param.grad.shape == param.shape and param.grad.dtype == param.dtype
             np.testing.assert_array_equal(param.grad.data, 0.0)
+
 
 # -- dtypes ------------------------------------------------------------------------------------
 

@@ -101,8 +101,8 @@ class scope:  # noqa: N801 - used like a function: ``with ts.scope(...):``
 
     Fields: module, layer, direction (0 forward, 1 reverse), step, gate, label, and call (the
     number of a recurrent layer's run over a sequence, which the layers assign themselves).
-    ``with scope(...) as here`` gives the record now current. (A class, not a generator: a
-    recurrent layer enters two per call.)
+    ``with scope(...) as here`` gives the record now current. (A class, not a generator: cheaper
+    to enter and leave.)
     """
 
     __slots__ = ("fields", "outer")
