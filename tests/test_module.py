@@ -188,7 +188,7 @@ def test_zero_grad_without_set_to_none_gives_zeros_of_each_parameters_shape_and_
 @pytest.mark.parametrize("set_to_none", [True, False])
 def test_zero_grad_resets_a_shared_parameter_once_per_holder_to_the_same_result(set_to_none: bool) -> None:
     """zero_grad walks each module's own parameters, so a tied one is reset twice: the second reset
-    must leave what the first did (None, or zeros; not a grad the first made stale)."""
+    must leave what the first did (None, or zeros of the parameter's shape and dtype)."""
     model = Tied()
     x = ts.tensor(np.ones(3, np.float32))
     (model.left(x) + model.right(x)).sum().backward()

@@ -174,7 +174,7 @@ def _parameter_dtype(module: Module, owner: str) -> np.dtype:
     _, first = next(params)
     dtype = first._data.dtype
     for name, param in params:
-        # `is` first: numpy's builtin dtypes are singletons, and `!=` costs more than this whole check
+        # `is` first: numpy's builtin dtypes are singletons, and `!=` costs several times as much
         if param._data.dtype is not dtype and param._data.dtype != dtype:
             raise TypeError(f"{owner}: parameter {name} is {param.dtype} but weight_ih_l0 is {dtype}; "
                             "a recurrent layer computes in one dtype: convert them, e.g. "
