@@ -247,9 +247,9 @@ class ProductGrad(LazyGrad):
 
     def _fold(self) -> None:
         if len(self.lefts) == 1:
-            self._add(np.dot(self.lefts[0].T, self.rights[0]))  # np.dot: see ops.linalg._product
+            self._add(self.lefts[0].T.dot(self.rights[0]))  # .dot: see ops.linalg._product
         else:
-            self._add(np.dot(np.concatenate(self.lefts).T, np.concatenate(self.rights)))
+            self._add(np.concatenate(self.lefts).T.dot(np.concatenate(self.rights)))
         self.lefts, self.rights, self.rows = [], [], 0
 
     def dense(self) -> np.ndarray:

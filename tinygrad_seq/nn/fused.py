@@ -27,8 +27,9 @@ and ``out`` where its state goes, (B, S*H) with S = 2 for an LSTM's [h, c]; back
 = dL/d(state_t), writes dL/d(x_t) and dL/d(h W_hh^T + b_hh) (``d_x_t``, ``d_hidden_t``; the same
 array unless b_hh is added per step) and returns dL/d(before) through the step.
 
-Products of two matrices are ``np.dot``, not ``@``: the same BLAS call and bits for a quarter less
-of numpy's per-call cost (``ops.linalg._product``), which at tiny sizes is most of a step's matmul.
+Products of two matrices are the ``ndarray.dot`` method, not ``@``: the same BLAS call and bits for
+half of numpy's per-call cost (``ops.linalg._product``), which at tiny sizes is most of a step's
+matmul; with ``out=`` an Elman step makes its pre-activation where its state goes.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ from ..tensor import Tensor
 
 def _blocks(array: np.ndarray, count: int) -> tuple[np.ndarray, ...]:
     """The ``count`` equal blocks of ``array``'s last axis, as views."""
+    if count == 1:  # an Elman or GRU state: no slicing
+        return (array,)
     size = array.shape[-1] // count
     return tuple(array[..., k * size:(k + 1) * size] for k in range(count))
 
@@ -59,12 +62,12 @@ class ElmanSteps:
 
     def forward(self, t: int, x_t: np.ndarray, before: np.ndarray, w_hh_t: np.ndarray,
                 b_hh: np.ndarray | None, out: np.ndarray) -> None:
-        pre = np.dot(before, w_hh_t)
-        pre += x_t
+        before.dot(w_hh_t, out=out)  # the pre-activation, made where the state goes
+        out += x_t
         if self.tanh:
-            np.tanh(pre, out=out)
+            np.tanh(out, out=out)
         else:
-            np.maximum(pre, 0, out=out)
+            np.maximum(out, 0, out=out)
 
     def prepare(self, span: slice, x_proj: np.ndarray, befores: np.ndarray, states: np.ndarray) -> None:
         """act'(pre) for the steps in ``span``, from their output (at a finished sequence's padded
@@ -80,7 +83,7 @@ class ElmanSteps:
     def backward(self, t: int, d_out: np.ndarray, w_hh: np.ndarray, d_x_t: np.ndarray,
                  d_hidden_t: np.ndarray) -> np.ndarray:
         np.multiply(d_out, self.slope[t], out=d_x_t)
-        return np.dot(d_x_t, w_hh)
+        return d_x_t.dot(w_hh)
 
 
 class LSTMSteps:
@@ -99,7 +102,7 @@ class LSTMSteps:
     def forward(self, t: int, x_t: np.ndarray, before: np.ndarray, w_hh_t: np.ndarray,
                 b_hh: np.ndarray | None, out: np.ndarray) -> None:
         size = self.hidden
-        gates = np.dot(before[:, :size], w_hh_t)
+        gates = before[:, :size].dot(w_hh_t)
         gates += x_t
         logistic_into(self.act[t], gates)  # i, f, o; the g block is replaced by its tanh
         i, f, g, o = self.i[t], self.f[t], self.g[t], self.o[t]
@@ -165,7 +168,7 @@ class GRUSteps:
     def forward(self, t: int, x_t: np.ndarray, before: np.ndarray, w_hh_t: np.ndarray,
                 b_hh: np.ndarray | None, out: np.ndarray) -> None:
         size, hp_n, n = self.hidden, self.hp_n[t], self.n[t]
-        hp = np.dot(before, w_hh_t)
+        hp = before.dot(w_hh_t)
         if b_hh is not None:
             hp += b_hh
         rz = hp[:, :2 * size]
@@ -204,7 +207,7 @@ class GRUSteps:
         np.multiply(d_out, factor_z[t], out=d_x_t[:, size:2 * size])
         d_hidden_t[:, :2 * size] = d_x_t[:, :2 * size]
         np.multiply(d_n_pre, self.r[t], out=d_hidden_t[:, 2 * size:])
-        d_before = np.dot(d_hidden_t, w_hh)
+        d_before = d_hidden_t.dot(w_hh)
         d_before += d_out * self.z[t]
         return d_before
 
@@ -267,7 +270,7 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
     inputs = layer_input._data.reshape(steps * batch, -1)  # row t*B + b: step t, sequence b
     w_ih_data, weight = w_ih._data, w_hh._data
     # the input projection of every step, as the composed layer's ``nn.rnn._project`` computes it
-    x_proj = np.dot(inputs, w_ih_data.T)
+    x_proj = inputs.dot(w_ih_data.T)
     if b_ih is not None:
         x_proj += b_ih._data + b_hh._data if cell.folds_hidden_bias else b_ih._data
     x_proj = x_proj.reshape(steps, batch, -1)
@@ -364,10 +367,10 @@ class _InputAndWeightGrads:
         d_x, d_hidden = d_x.reshape(-1, d_x.shape[-1]), d_hidden.reshape(-1, d_hidden.shape[-1])
         if self.input is not None:
             np.matmul(d_x, self.w_ih, out=self.input[rows])
-        parts = (np.dot(d_x.T, self.inputs[rows]) if want_w_ih else None,
-                 np.dot(d_hidden.T, h_starts.reshape(len(d_hidden), -1)) if want_w_hh else None,
-                 d_x.sum(axis=0) if want_b_ih else None,
-                 d_hidden.sum(axis=0) if want_b_hh else None)
+        parts = (d_x.T.dot(self.inputs[rows]) if want_w_ih else None,
+                 d_hidden.T.dot(h_starts.reshape(len(d_hidden), -1)) if want_w_hh else None,
+                 np.add.reduce(d_x) if want_b_ih else None,
+                 np.add.reduce(d_hidden) if want_b_hh else None)
         for k, part in enumerate(parts):
             if part is not None:
                 if self.sums[k] is None:
