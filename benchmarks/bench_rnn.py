@@ -7,9 +7,9 @@ nn.RNN/LSTM/GRU when torch is installed, in one process per row, interleaved; pl
                                    [--repeat N] [--threads 1|default] [--quick]
 
 Times are medians of repeated runs; read the ratio columns, not the absolute times: the machine
-may be shared and noisy, but the implementations run in the same rounds, one after another. At
-tiny and medium sizes each timed step comes right after an untimed one of its own, as in a training
-loop (``interleaved_medians`` says why). Each row of the table (and the linearity run) is measured
+may be shared and noisy, but the implementations run in the same rounds, one after another. As in a
+training loop, a tiny step is timed after ten untimed ones of its own (ten timed in a row), a medium
+one after one (``interleaved_medians`` says why). Each row of the table (and the linearity run) is measured
 in a new process of its own (``in_fresh_process`` says why).
 """
 
@@ -40,20 +40,21 @@ class Size(NamedTuple):
     batch: int
     features: int
     hidden: int
-    repeat: int  # default number of timed runs: fewer for the sizes where one step is slow
-    back_to_back: bool  # time each step right after an untimed one (interleaved_medians)
+    repeat: int  # default number of rounds: fewer for the sizes where one step is slow
+    warmup: int  # untimed steps of an implementation before its timed ones, in each round
+    burst: int  # timed steps of an implementation in a row, in each round (interleaved_medians)
 
 
 SIZES = {
-    "tiny": Size(8, 1, 10, 16, repeat=201, back_to_back=True),  # a round takes milliseconds: many
-    "medium": Size(64, 32, 64, 128, repeat=15, back_to_back=True),
-    "large": Size(32, 64, 256, 512, repeat=7, back_to_back=False),
-    "long": Size(1000, 4, 16, 32, repeat=7, back_to_back=False),
+    "tiny": Size(8, 1, 10, 16, repeat=150, warmup=10, burst=10),  # a round takes milliseconds: many
+    "medium": Size(64, 32, 64, 128, repeat=15, warmup=1, burst=1),
+    "large": Size(32, 64, 256, 512, repeat=7, warmup=0, burst=1),
+    "long": Size(1000, 4, 16, 32, repeat=7, warmup=0, burst=1),
 }
 CELLS = {"rnn": (ts.nn.RNN, 1), "lstm": (ts.nn.LSTM, 4), "gru": (ts.nn.GRU, 3)}
 DTYPES = ("float32", "float64")
 # LSTM, float64; timed in the same rounds at 10x the steps
-LINEARITY = Size(1000, 4, 16, 32, repeat=5, back_to_back=False)
+LINEARITY = Size(1000, 4, 16, 32, repeat=5, warmup=0, burst=1)
 LINEARITY_FACTOR = 10
 QUICK_REPEAT = 3
 
@@ -114,24 +115,28 @@ def torch_step(torch: Any, cell: str, problem: Problem) -> Callable[[], None]:
     return step
 
 
-def interleaved_medians(steps: dict[str, Callable[[], None]], repeat: int,
-                        back_to_back: bool = False) -> dict[str, float]:
-    """Median seconds per call of each function, timed in ``repeat`` rounds that call each once,
-    so a slow patch on a shared machine hits all of them alike. ``back_to_back``: each timed call
-    comes right after an untimed call of the same function, as in a training loop, where a step
-    runs with the caches the step before warmed. A small step is up to 30% faster so (numpy's tiny
-    one most), and without it a small step's time depends on which function ran before it; a large
-    one's does not measurably. One untimed warm-up round first."""
+def interleaved_medians(steps: dict[str, Callable[[], None]], repeat: int, warmup: int = 0,
+                        burst: int = 1) -> dict[str, float]:
+    """Median seconds per call of each function, over ``repeat`` rounds in which each function in
+    turn runs ``warmup`` untimed calls and then ``burst`` timed ones, so a slow patch on a shared
+    machine hits all of them alike. Why the warm-up: in a training loop a step runs after steps of
+    its own, with the caches and branch predictors they trained, not after another library's. A small
+    step is up to 30% faster after one of its own (numpy's tiny one most), and ours, whose Python
+    code is the largest, needs about ten: measured on the tiny RNN float32 step, the fused layer's
+    ratio to numpy was 1.80-1.84x after one untimed step, 1.66-1.69x after five, 1.50-1.71x after
+    ten and 1.62x in blocks of 200 steps of each; numpy's own time moved 3-7%. A large step's time
+    does not measurably depend on what ran before it. One untimed warm-up round first."""
     for fn in steps.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeat):
         for name, fn in steps.items():
-            if back_to_back:
+            for _ in range(warmup):
                 fn()
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+            for _ in range(burst):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
     return {name: statistics.median(samples) for name, samples in times.items()}
 
 
@@ -187,16 +192,16 @@ def measure_row(cell: str, size_name: str, dtype: str, runs: int, threads: str) 
     if torch is not None:
         steps["torch"] = torch_step(torch, cell, problem)
     with thread_count(threads):
-        seconds = interleaved_medians(steps, runs, SIZES[size_name].back_to_back)
+        seconds = interleaved_medians(steps, runs, SIZES[size_name].warmup, SIZES[size_name].burst)
         peaks = {name: peak_bytes(steps[name]) for name in ("ours", "fused", "numpy")}
     return seconds, peaks
 
 
 def run_table(sizes: list[str], cells: list[str], dtypes: list[str], repeat: int | None,
               threads: str) -> None:
-    back_to_back = " and ".join(name for name, size in SIZES.items() if size.back_to_back)
+    warmed = ", ".join(f"{name} after {size.warmup}" for name, size in SIZES.items() if size.warmup)
     print(f"one training step (forward + loss + backward to all weights), milliseconds, median "
-          f"({back_to_back}: each step timed right after one of its own; each row in a new process); "
+          f"(steps timed after untimed ones of their own, {warmed}; each row in a new process); "
           "ours = the default layer, fused = fused=True; ratios are to the numpy BPTT (and torch), lower is "
           "better; peak = tracemalloc peak of one step, as a ratio to numpy's")
     header = (f"{'cell':5s} {'size':7s} {'dtype':8s} {'ours':>9s} {'fused':>9s} {'numpy':>9s} {'torch':>9s} "
@@ -213,7 +218,7 @@ def run_table(sizes: list[str], cells: list[str], dtypes: list[str], repeat: int
                       f"{ratio(t['fused'], t['numpy']):>8s} {ratio(t['ours'], t.get('torch')):>8s} "
                       f"{ratio(t['fused'], t.get('torch')):>8s}  {peak['numpy'] / 2**20:8.2f}MB "
                       f"{ratio(peak['ours'], peak['numpy']):>6s} {ratio(peak['fused'], peak['numpy']):>6s}  "
-                      f"{runs}", flush=True)
+                      f"{runs * SIZES[size_name].burst}", flush=True)
     print("sizes (T, B, I, H): " + ", ".join(f"{name} {tuple(SIZES[name][:4])}" for name in sizes))
 
 
@@ -222,7 +227,7 @@ def linearity_medians(lengths: list[int], runs: int, threads: str) -> dict[int, 
     steps = {t: ours_step("lstm", make_problem("lstm", LINEARITY._replace(steps=t), "float64"))
              for t in lengths}
     with thread_count(threads):
-        return interleaved_medians(steps, runs, LINEARITY.back_to_back)
+        return interleaved_medians(steps, runs, LINEARITY.warmup, LINEARITY.burst)
 
 
 def run_linearity(repeat: int | None, quick: bool, threads: str) -> None:
@@ -264,11 +269,12 @@ def main() -> None:
     parser.add_argument("--dtypes", type=names(DTYPES, "dtype"), default=list(DTYPES),
                         help=f"comma-separated, from {','.join(DTYPES)} (default: both)")
     parser.add_argument("--repeat", type=int, default=None,
-                        help="timed runs per measurement (default: per size, fewer for big sizes)")
+                        help="rounds per measurement (default: per size, fewer for big sizes; a tiny "
+                             "round times 10 steps of each implementation)")
     parser.add_argument("--threads", choices=["1", "default"], default="1",
                         help="BLAS and torch threads: 1 (the default) or the libraries' default")
     parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_REPEAT} runs per measurement; skip the "
+                        help=f"{QUICK_REPEAT} rounds per measurement; skip the "
                              f"T={LINEARITY.steps * LINEARITY_FACTOR:,} run")
     args = parser.parse_args()
     if args.repeat is not None and args.repeat < 1:
