@@ -46,7 +46,7 @@ class Size(NamedTuple):
 
 
 SIZES = {
-    "tiny": Size(8, 1, 10, 16, repeat=150, warmup=10, burst=10),  # a round takes milliseconds: many
+    "tiny": Size(8, 1, 10, 16, repeat=150, warmup=10, burst=10),  # a round: tens of milliseconds
     "medium": Size(64, 32, 64, 128, repeat=15, warmup=1, burst=1),
     "large": Size(32, 64, 256, 512, repeat=7, warmup=0, burst=1),
     "long": Size(1000, 4, 16, 32, repeat=7, warmup=0, burst=1),
@@ -121,11 +121,11 @@ def interleaved_medians(steps: dict[str, Callable[[], None]], repeat: int, warmu
     turn runs ``warmup`` untimed calls and then ``burst`` timed ones, so a slow patch on a shared
     machine hits all of them alike. Why the warm-up: in a training loop a step runs after steps of
     its own, with the caches and branch predictors they trained, not after another library's. A small
-    step is up to 30% faster after one of its own (numpy's tiny one most), and ours, whose Python
-    code is the largest, needs about ten: measured on the tiny RNN float32 step, the fused layer's
+    step is up to 30% faster after one of its own (numpy's tiny one most), and our layers, whose
+    Python code is the largest, need about ten: measured on the tiny RNN float32 step, the fused layer's
     ratio to numpy was 1.80-1.84x after one untimed step, 1.66-1.69x after five, 1.50-1.71x after
     ten and 1.62x in blocks of 200 steps of each; numpy's own time moved 3-7%. A large step's time
-    does not measurably depend on what ran before it. One untimed warm-up round first."""
+    does not measurably depend on what ran before it. One untimed call of each first."""
     for fn in steps.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in steps}
@@ -269,8 +269,9 @@ def main() -> None:
     parser.add_argument("--dtypes", type=names(DTYPES, "dtype"), default=list(DTYPES),
                         help=f"comma-separated, from {','.join(DTYPES)} (default: both)")
     parser.add_argument("--repeat", type=int, default=None,
-                        help="rounds per measurement (default: per size, fewer for big sizes; a tiny "
-                             "round times 10 steps of each implementation)")
+                        help=f"rounds per measurement (default: per size, fewer for big sizes; a tiny round "
+                             f"times {SIZES['tiny'].burst} steps of each implementation after "
+                             f"{SIZES['tiny'].warmup} untimed ones)")
     parser.add_argument("--threads", choices=["1", "default"], default="1",
                         help="BLAS and torch threads: 1 (the default) or the libraries' default")
     parser.add_argument("--quick", action="store_true",

@@ -63,7 +63,7 @@ def test_peak_memory_of_a_long_sequence_step_is_bounded(cell: str, fused: bool,
 
 
 def test_the_benchmark_runs_and_reports_every_column() -> None:
-    """A smoke test of benchmarks/bench_rnn.py on its smallest case (one run; no time is asserted,
+    """A smoke test of benchmarks/bench_rnn.py on its smallest case (one round; no time is asserted,
     only that it runs and prints its ratios and the linearity line)."""
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_rnn.py"
     arguments = ["--sizes", "tiny", "--cells", "gru", "--dtypes", "float64", "--repeat", "1", "--quick"]

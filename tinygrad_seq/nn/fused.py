@@ -45,7 +45,7 @@ from ..tensor import Tensor
 
 
 def _blocks(array: np.ndarray, count: int) -> tuple[np.ndarray, ...]:
-    """The ``count`` equal blocks of ``array``'s last axis, as views."""
+    """The ``count`` equal blocks of ``array``'s last axis, as views (the array itself if one)."""
     if count == 1:  # an Elman or GRU state: no slicing
         return (array,)
     size = array.shape[-1] // count
