@@ -29,7 +29,9 @@ array unless b_hh is added per step) and returns dL/d(before) through the step.
 
 Products of two matrices are the ``ndarray.dot`` method, not ``@``: the same BLAS call and bits for
 half of numpy's per-call cost (``ops.linalg._product``), which at tiny sizes is most of a step's
-matmul; with ``out=`` an Elman step makes its pre-activation where its state goes.
+matmul; with ``out=`` an Elman step makes its pre-activation where its state goes. An LSTM step's
+product goes into the h half of its state gradient, a strided slice, which ``.dot``'s ``out=``
+refuses: there it is ``np.matmul(out=)``.
 """
 
 from __future__ import annotations
@@ -366,7 +368,7 @@ class _InputAndWeightGrads:
         _, want_w_ih, want_w_hh, want_b_ih, want_b_hh = self.wanted
         d_x, d_hidden = d_x.reshape(-1, d_x.shape[-1]), d_hidden.reshape(-1, d_hidden.shape[-1])
         if self.input is not None:
-            np.matmul(d_x, self.w_ih, out=self.input[rows])
+            d_x.dot(self.w_ih, out=self.input[rows])  # rows of a C-contiguous array, as .dot's out= needs
         parts = (d_x.T.dot(self.inputs[rows]) if want_w_ih else None,
                  d_hidden.T.dot(h_starts.reshape(len(d_hidden), -1)) if want_w_hh else None,
                  np.add.reduce(d_x) if want_b_ih else None,
