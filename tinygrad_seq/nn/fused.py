@@ -57,7 +57,7 @@ def _blocks(array: np.ndarray, count: int) -> tuple[np.ndarray, ...]:
 class ElmanSteps:
     """h_t = act(x_t + h_{t-1} W_hh^T), act tanh or relu (both biases are in x_t)."""
 
-    op, sequence_op, folds_hidden_bias, has_sigmoid = "rnn_cell", "rnn_sequence", True, False
+    op, sequence_op, folds_hidden_bias, has_sigmoid, state_count = "rnn_cell", "rnn_sequence", True, False, 1
 
     def __init__(self, nonlinearity: str) -> None:
         self.tanh = nonlinearity == "tanh"  # else relu
@@ -92,7 +92,7 @@ class LSTMSteps:
     """Gates x_t + h_{t-1} W_hh^T in blocks i, f, g, o (sigmoid, sigmoid, tanh, sigmoid);
     c_t = f c_{t-1} + i g, h_t = o tanh(c_t). The state is [h, c] (B, 2H)."""
 
-    op, sequence_op, folds_hidden_bias, has_sigmoid = "lstm_cell", "lstm_sequence", True, True
+    op, sequence_op, folds_hidden_bias, has_sigmoid, state_count = "lstm_cell", "lstm_sequence", True, True, 2
 
     def __init__(self, steps: int, batch: int, hidden: int, dtype: np.dtype) -> None:
         self.hidden = hidden
@@ -158,7 +158,7 @@ class GRUSteps:
     b_hh cannot fold into x_t (r scales its n block), so the gradients of x_t and of hp differ in the
     n block: ``d_x_t`` and ``d_hidden_t``."""
 
-    op, sequence_op, folds_hidden_bias, has_sigmoid = "gru_cell", "gru_sequence", False, True
+    op, sequence_op, folds_hidden_bias, has_sigmoid, state_count = "gru_cell", "gru_sequence", False, True, 1
 
     def __init__(self, steps: int, batch: int, hidden: int, dtype: np.dtype) -> None:
         self.hidden = hidden
@@ -259,15 +259,17 @@ class Unrolled:
 
 
 def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...],
-             initial: tuple[Tensor, ...], reverse: bool, state_name: str, valid: np.ndarray | None = None,
-             partial: frozenset = frozenset(), own_time: bool = True) -> Tensor:
+             initial: tuple[Tensor, ...] | None, reverse: bool, state_name: str,
+             valid: np.ndarray | None = None, partial: frozenset = frozenset(),
+             own_time: bool = True) -> Tensor:
     """Every step's state, (T, B, S*H), as one node: the recurrence ``cell`` over ``layer_input``
     (T, B, I) with ``weights`` (weight_ih, weight_hh, bias_ih, bias_hh; biases None if off) from
-    ``initial`` ((h0,) or (h0, c0), each (B, H)). ``valid`` (T, B, 1) bool: at the ``partial`` steps a
-    sequence whose flag is False keeps its state, as the composed layer's ``where`` does (variable
-    lengths). ``own_time``: step t is drawn at time t (else at the caller's step, ``nn.rnn._own_time``)."""
+    ``initial`` ((h0,) or (h0, c0), each (B, H); None: zeros, made here rather than as the node's
+    inputs). ``valid`` (T, B, 1) bool: at the ``partial`` steps a sequence whose flag is False keeps
+    its state, as the composed layer's ``where`` does (variable lengths). ``own_time``: step t is drawn
+    at time t (else at the caller's step, ``nn.rnn._own_time``)."""
     w_ih, w_hh, b_ih, b_hh = weights
-    batch, hidden = initial[0].shape
+    batch, hidden = layer_input.shape[1], w_hh.shape[1]
     steps = len(layer_input)
     inputs = layer_input._data.reshape(steps * batch, -1)  # row t*B + b: step t, sequence b
     w_ih_data, weight = w_ih._data, w_hh._data
@@ -281,9 +283,13 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
     # is step t's state and chain[t + 1 - after] the one it starts from, so each step reads and
     # writes in place and the states every step started from are one view.
     after = 0 if reverse else 1
-    chain = np.empty((steps + 1, batch, len(initial) * hidden), x_proj.dtype)
-    for block, tensor in zip(_blocks(chain[steps if reverse else 0], len(initial)), initial, strict=True):
-        block[...] = tensor._data
+    chain = np.empty((steps + 1, batch, cell.state_count * hidden), x_proj.dtype)
+    start = chain[steps if reverse else 0]
+    if initial is None:
+        start[...] = 0
+    else:
+        for block, tensor in zip(_blocks(start, len(initial)), initial, strict=True):
+            block[...] = tensor._data
     order = time_order(steps, reverse)
     w_hh_t = weight.T
     # a sigmoid's exp(-a) overflows for a << 0, giving the right 0 (see ops.elementwise.logistic_into);
@@ -301,7 +307,7 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
     # what backward needs, as arrays, shapes and flags of now (an optimizer may replace a weight's
     # array later), and no tensor: the graph must not keep the user's tensors alive
     wanted = [tensor is not None and tensor.requires_grad for tensor in (layer_input, *weights)]
-    input_shape, state_count = layer_input.shape, len(initial)
+    input_shape, initial = layer_input.shape, initial or ()
     unrolled = Unrolled(cell.op, state_name, steps, reverse, provenance.ROOT, own_time)
     prepared = False
 
@@ -334,7 +340,7 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
         if kept is not None:
             unrolled.state_norms, unrolled.h_norms = _norms(kept), _norms(kept[..., :hidden])
             unrolled.input_norms = None if grads[0] is None else _norms(grads[0].reshape(steps, batch, -1))
-        return (*grads, *_blocks(d_before, state_count))
+        return (*grads, *(_blocks(d_before, len(initial)) if initial else ()))
 
     out = Tensor.from_op(states, cell.sequence_op, (layer_input, *weights, *initial), backward)
     if out._node is not None:

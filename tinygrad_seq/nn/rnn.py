@@ -456,6 +456,8 @@ class _RNNBase(Module):
                 slot = layer * self._directions + direction
                 if state is not None:
                     initial = tuple(s[slot] for s in state)
+                elif self.fused:  # a sequence node starts from zeros without them as inputs
+                    initial = None
                 else:
                     if zeros is None:
                         zeros = _zeros((batch, size), x)
@@ -486,7 +488,7 @@ class _RNNBase(Module):
         t*B:(t+1)*B of one (T * B, features) projection; a fused sequence takes x as it is."""
         return x if self.fused else x.reshape(x.shape[0] * x.shape[1], x.shape[2])
 
-    def _run_direction(self, layer_input: Tensor, state: State, layer: int, direction: int, steps: int,
+    def _run_direction(self, layer_input: Tensor, state: State | None, layer: int, direction: int, steps: int,
                        batch: int, valid: np.ndarray | None, partial: frozenset, own_time: bool,
                        rows: np.ndarray | None) -> tuple[Tensor, State]:
         """One layer in one direction: outputs (T, B, H) and the final state ((1, B, H) each).
@@ -527,7 +529,7 @@ class _RNNBase(Module):
                 rows[t] = h._data
         return stacked(outputs, rows), tuple(s.unsqueeze(0) for s in state)
 
-    def _run_fused(self, layer_input: Tensor, state: State, layer: int, direction: int, steps: int,
+    def _run_fused(self, layer_input: Tensor, state: State | None, layer: int, direction: int, steps: int,
                    batch: int, valid: np.ndarray | None, partial: frozenset,
                    own_time: bool) -> tuple[Tensor, State]:
         """``_run_direction`` as one sequence node (``nn.fused``): outputs (T, B, H) and the final
