@@ -1,7 +1,8 @@
 """One training step (forward over the sequence + loss + backward to all weights) of RNN / LSTM /
 GRU layers: ours, a hand-written numpy BPTT (numpy_bptt.py, the expert's baseline) and PyTorch's
 nn.RNN/LSTM/GRU when torch is installed, in one process per row, interleaved; plus peak memory of a step
-(ours vs numpy) and whether our cost per time step stays flat from T = 1,000 to T = 10,000.
+(ours vs numpy) and whether our cost per time step stays flat from T = 1,000 to T = 10,000 (next to
+numpy's, which shows what the caches add at 10,000).
 
     python benchmarks/bench_rnn.py [--sizes tiny,long] [--cells lstm] [--dtypes float64]
                                    [--repeat N] [--threads 1|default] [--quick]
@@ -222,30 +223,54 @@ def run_table(sizes: list[str], cells: list[str], dtypes: list[str], repeat: int
     print("sizes (T, B, I, H): " + ", ".join(f"{name} {tuple(SIZES[name][:4])}" for name in sizes))
 
 
-def linearity_medians(lengths: list[int], runs: int, threads: str) -> dict[int, float]:
-    """Median seconds of our LSTM's step at each of ``lengths`` time steps, timed in the same rounds."""
-    steps = {t: ours_step("lstm", make_problem("lstm", LINEARITY._replace(steps=t), "float64"))
-             for t in lengths}
+def linearity_medians(lengths: list[int], runs: int, threads: str) -> dict[tuple[str, int], float]:
+    """Median seconds per step of our LSTM's step and of the numpy BPTT's at each of ``lengths`` time
+    steps, all timed in the same rounds. Each sample covers the same number of time steps: a shorter
+    sequence's step is timed ``longest // length`` times in a row. Why: this machine's slow patches
+    last about a second, and a median of samples ten times shorter than the others' can pick the
+    quiet moments between them, which a long sample cannot. Four alternating runs of each read
+    0.99-1.19x (median 1.17x) with one step per sample and 1.04-1.13x (median 1.08x) with equal ones;
+    ten short steps in a row also warm the caches for each other, as in a training loop."""
+    longest = max(lengths)
+    steps: dict[tuple[str, int], Callable[[], None]] = {}
+    for length in lengths:
+        problem = make_problem("lstm", LINEARITY._replace(steps=length), "float64")
+        for name, step in (("ours", ours_step("lstm", problem)), ("numpy", numpy_step("lstm", problem))):
+            steps[name, length] = _repeated(step, longest // length)
     with thread_count(threads):
-        return interleaved_medians(steps, runs, LINEARITY.warmup, LINEARITY.burst)
+        medians = interleaved_medians(steps, runs, LINEARITY.warmup, LINEARITY.burst)
+    return {(name, length): seconds / (longest // length) for (name, length), seconds in medians.items()}
+
+
+def _repeated(step: Callable[[], None], times: int) -> Callable[[], None]:
+    def repeated() -> None:
+        for _ in range(times):
+            step()
+
+    return step if times == 1 else repeated
 
 
 def run_linearity(repeat: int | None, quick: bool, threads: str) -> None:
-    """Our cost per time step at T and 10 T, timed in the same rounds (a slow patch of a shared
-    machine hits both alike); a ratio near 1.0 means BPTT is linear in T."""
+    """Our cost per time step at T and 10 T, and the numpy BPTT's, timed in the same rounds (a slow
+    patch of a shared machine hits all alike); a ratio near 1.0 means BPTT is linear in T. numpy's
+    says what the machine adds: its per-step arithmetic is the same at both lengths, but at 10 T a
+    step's arrays no longer fit in the processor's caches."""
     size = LINEARITY
-    print(f"\nours, LSTM float64 B={size.batch} I={size.features} H={size.hidden}, "
-          f"microseconds per time step (forward + backward):")
+    print(f"\nLSTM float64 B={size.batch} I={size.features} H={size.hidden}, "
+          f"microseconds per time step (forward + backward), ours and the numpy BPTT's:")
     lengths = [size.steps] if quick else [size.steps, size.steps * LINEARITY_FACTOR]
     seconds = in_fresh_process(linearity_medians, lengths, repeat or size.repeat, threads)
-    per_step = {t: seconds[t] / t for t in lengths}
     for t in lengths:
-        print(f"  T={t:>6,}: {per_step[t] * 1e6:8.1f} us/step  ({seconds[t] * 1e3:.1f} ms per training step)")
+        ours, numpy = (seconds[name, t] / t * 1e6 for name in ("ours", "numpy"))
+        print(f"  T={t:>6,}: ours {ours:8.1f} us/step, numpy {numpy:8.1f} us/step  "
+              f"({seconds['ours', t] * 1e3:.1f} ms per training step of ours)")
     if quick:
         print(f"  T={size.steps * LINEARITY_FACTOR:>6,}: skipped (--quick)")
     else:
-        ratio_t = per_step[lengths[1]] / per_step[lengths[0]]
-        print(f"  ratio T={lengths[1]:,} / T={lengths[0]:,}: {ratio_t:.2f} (1.0 = linear in T)")
+        ratios = {name: seconds[name, lengths[1]] / seconds[name, lengths[0]] / LINEARITY_FACTOR
+                  for name in ("ours", "numpy")}
+        print(f"  ratio T={lengths[1]:,} / T={lengths[0]:,}: ours {ratios['ours']:.2f}, "
+              f"numpy {ratios['numpy']:.2f} (1.0 = linear in T)")
 
 
 def names(choices: Any, what: str) -> Callable[[str], list[str]]:
