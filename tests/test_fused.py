@@ -247,12 +247,35 @@ def test_fused_backward_over_several_chunks_of_steps_equals_composed(kind: str) 
 
 
 def test_fused_graph_does_not_keep_the_callers_tensors_alive() -> None:
-    """Nodes keep arrays, never tensors: dropping the input frees it while the graph lives."""
+    """Nodes keep what backward needs, never tensors: dropping the input or the initial state frees
+    it and its array (backward needs neither) while the graph lives."""
     lstm = ts.nn.LSTM(2, 3, fused=True).double()
     x = ts.randn(5, 4, 2, dtype=np.float64, requires_grad=True)
-    out, _ = lstm(x)
-    x_alive = weakref.ref(x)
-    del x
-    assert x_alive() is None
+    h0, c0 = (ts.randn(1, 4, 3, dtype=np.float64, requires_grad=True) for _ in range(2))
+    out, _ = lstm(x, (h0, c0))
+    alive = [weakref.ref(kept) for kept in (x, h0, c0, h0.data, c0.data)]
+    del x, h0, c0
+    assert [ref() for ref in alive] == [None] * 5
     out.sum().backward()
     assert lstm.weight_ih_l0.grad is not None
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_fused_layer_without_a_state_records_none_and_equals_explicit_zeros(kind: str) -> None:
+    """Called without a state, the sequence node starts from zeros it writes itself: its inputs are
+    the layer input and the four weights, and it computes what explicit zero states give."""
+    layer = getattr(ts.nn, kind)(2, 3, fused=True).double()
+    x = ts.randn(5, 4, 2, dtype=np.float64, requires_grad=True)
+    zeros = tuple(ts.zeros(1, 4, 3, dtype=np.float64) for _ in range(2 if kind == "LSTM" else 1))
+    results = []
+    for hx in (None, zeros if kind == "LSTM" else zeros[0]):
+        layer.zero_grad()
+        x.grad = None
+        out, _ = layer(x, hx)
+        if hx is None:  # an LSTM's output is the h half of the node's [h, c]
+            sequence = out._node.parents[0] if kind == "LSTM" else out._node
+            assert sequence.op == f"{kind.lower()}_sequence" and len(sequence.parents) == 5
+        (out * out).sum().backward()
+        results.append([out.data, x.grad.data, *(p.grad.data for p in layer.parameters())])
+    for without, given in zip(*results, strict=True):
+        np.testing.assert_array_equal(without, given)

@@ -134,7 +134,8 @@ def interned_shape(shape: tuple) -> tuple:
 class _Rare:
     """The fields few nodes ever set (leaves, hooked or retained tensors, anomaly mode, pictures),
     kept out of ``Node`` so that the thousands of op nodes a recurrent layer records stay small and
-    quick to make: 104 bytes and nine stores each, not 136 and thirteen."""
+    quick to make: 104 bytes and nine stores each, not 136 and thirteen. (Where every node gets one,
+    under ``viz.record_grad_norms`` or anomaly mode, a node costs 72 bytes more: opt-in modes.)"""
 
     __slots__ = ("hooks", "tensor", "source", "grad_norm", "unrolled")
 
@@ -387,7 +388,7 @@ def _walk(root: Node, grad: np.ndarray, retain_graph: bool) -> None:
         g = grads.pop(node)
         if type(g) is ProductGrad:
             g = _fitted(node, g.dense())
-        rare = node.rare
+        rare = node.rare  # read once: hooks and observers do not give a node a tensor to fill
         if rare is not None and rare.hooks:
             for hook in rare.hooks:
                 replaced = hook(g)

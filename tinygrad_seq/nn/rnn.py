@@ -74,7 +74,7 @@ class _ElmanMath:
     x_proj if None), the state and W_hh^T, and writes its h into ``into`` if given
     (``_RNNBase._run_direction``)."""
 
-    _gate_count, _state_count, _folds_hidden_bias = 1, 1, True
+    _gate_count, _state_count, _folds_hidden_bias = 1, fused.ElmanSteps.state_count, True
     nonlinearity: str
 
     def _step(self, x_proj: Tensor, rows: slice | None, state: State, w_hh_t: Tensor, b_hh: Tensor | None,
@@ -89,7 +89,7 @@ class _ElmanMath:
 class _LSTMMath:
     """What LSTM and LSTMCell share: four gate blocks, state (h, c), both biases folded."""
 
-    _gate_count, _state_count, _folds_hidden_bias = 4, 2, True
+    _gate_count, _state_count, _folds_hidden_bias = 4, fused.LSTMSteps.state_count, True
 
     def _step(self, x_proj: Tensor, rows: slice | None, state: State, w_hh_t: Tensor, b_hh: Tensor | None,
               here: provenance.Provenance, into: np.ndarray | None = None) -> State:
@@ -117,7 +117,7 @@ class _GRUMath:
     """What GRU and GRUCell share: three gate blocks, state (h,), b_hh added per step (r scales
     W_hn h + b_hn, so b_hn cannot be folded into the input projection)."""
 
-    _gate_count, _state_count, _folds_hidden_bias = 3, 1, False
+    _gate_count, _state_count, _folds_hidden_bias = 3, fused.GRUSteps.state_count, False
 
     def _step(self, x_proj: Tensor, rows: slice | None, state: State, w_hh_t: Tensor, b_hh: Tensor | None,
               here: provenance.Provenance, into: np.ndarray | None = None) -> State:
@@ -494,7 +494,8 @@ class _RNNBase(Module):
         """One layer in one direction: outputs (T, B, H) and the final state ((1, B, H) each).
         ``layer_input`` is ``_layer_input``'s, so one addmm projects every step. Steps record their t,
         unless this is one step of the caller's time loop (``_own_time``). The composed steps write
-        the outputs into ``rows`` (T, B, H), their part of the layer's output."""
+        the outputs into ``rows`` (T, B, H), their part of the layer's output. ``state`` is None
+        (zeros) only for a fused layer (``_run_layers``)."""
         if self.fused:
             return self._run_fused(layer_input, state, layer, direction, steps, batch, valid, partial,
                                    own_time)
@@ -533,7 +534,8 @@ class _RNNBase(Module):
                    batch: int, valid: np.ndarray | None, partial: frozenset,
                    own_time: bool) -> tuple[Tensor, State]:
         """``_run_direction`` as one sequence node (``nn.fused``): outputs (T, B, H) and the final
-        state, sliced out of the node's every-step states (h, or an LSTM's [h, c]): one op each."""
+        state, sliced out of the node's every-step states (h, or an LSTM's [h, c]): one op each.
+        ``state`` None: the sequence node starts from zeros it writes itself."""
         cell = self._fused_steps(steps, batch, layer_input.dtype)
         name = FUSED_LSTM_STATE if self._state_count == 2 else "h"
         states = fused.sequence(cell, layer_input, self._weights(layer, direction), state, bool(direction),
