@@ -26,7 +26,7 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import checkout  # noqa: F401  (first: the package of this checkout, not the venv's)
 import numpy as np
@@ -116,8 +116,11 @@ def torch_step(torch: Any, cell: str, problem: Problem) -> Callable[[], None]:
     return step
 
 
-def interleaved_medians(steps: dict[str, Callable[[], None]], repeat: int, warmup: int = 0,
-                        burst: int = 1) -> dict[str, float]:
+Key = TypeVar("Key")
+
+
+def interleaved_medians(steps: dict[Key, Callable[[], None]], repeat: int, warmup: int = 0,
+                        burst: int = 1) -> dict[Key, float]:
     """Median seconds per call of each function, over ``repeat`` rounds in which each function in
     turn runs ``warmup`` untimed calls and then ``burst`` timed ones, so a slow patch on a shared
     machine hits all of them alike. Why the warm-up: in a training loop a step runs after steps of
@@ -129,7 +132,7 @@ def interleaved_medians(steps: dict[str, Callable[[], None]], repeat: int, warmu
     does not measurably depend on what ran before it. One untimed call of each first."""
     for fn in steps.values():
         fn()
-    times: dict[str, list[float]] = {name: [] for name in steps}
+    times: dict[Key, list[float]] = {name: [] for name in steps}
     for _ in range(repeat):
         for name, fn in steps.items():
             for _ in range(warmup):
@@ -224,8 +227,8 @@ def run_table(sizes: list[str], cells: list[str], dtypes: list[str], repeat: int
 
 
 def linearity_medians(lengths: list[int], runs: int, threads: str) -> dict[tuple[str, int], float]:
-    """Median seconds per step of our LSTM's step and of the numpy BPTT's at each of ``lengths`` time
-    steps, all timed in the same rounds. Each sample covers the same number of time steps: a shorter
+    """Median seconds of one training step of our LSTM and of the numpy BPTT at each of ``lengths``
+    time steps, all timed in the same rounds. Each sample covers the same number of time steps: a shorter
     sequence's step is timed ``longest // length`` times in a row. Why: this machine's slow patches
     last about a second, and a median of samples ten times shorter than the others' can pick the
     quiet moments between them, which a long sample cannot. Four alternating runs of each read
@@ -243,11 +246,15 @@ def linearity_medians(lengths: list[int], runs: int, threads: str) -> dict[tuple
 
 
 def _repeated(step: Callable[[], None], times: int) -> Callable[[], None]:
+    """``step`` run ``times`` times in a row, as one call (one timed sample)."""
+    if times == 1:
+        return step
+
     def repeated() -> None:
         for _ in range(times):
             step()
 
-    return step if times == 1 else repeated
+    return repeated
 
 
 def run_linearity(repeat: int | None, quick: bool, threads: str) -> None:
