@@ -288,7 +288,7 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
     if initial is None:
         start[...] = 0
     else:
-        for block, tensor in zip(_blocks(start, len(initial)), initial, strict=True):
+        for block, tensor in zip(_blocks(start, cell.state_count), initial, strict=True):
             block[...] = tensor._data
     order = time_order(steps, reverse)
     w_hh_t = weight.T
@@ -307,7 +307,7 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
     # what backward needs, as arrays, shapes and flags of now (an optimizer may replace a weight's
     # array later), and no tensor: the graph must not keep the user's tensors alive
     wanted = [tensor is not None and tensor.requires_grad for tensor in (layer_input, *weights)]
-    input_shape, given_states = layer_input.shape, 0 if initial is None else len(initial)
+    input_shape, state_inputs = layer_input.shape, initial is not None
     unrolled = Unrolled(cell.op, state_name, steps, reverse, provenance.ROOT, own_time)
     prepared = False
 
@@ -340,7 +340,7 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
         if kept is not None:
             unrolled.state_norms, unrolled.h_norms = _norms(kept), _norms(kept[..., :hidden])
             unrolled.input_norms = None if grads[0] is None else _norms(grads[0].reshape(steps, batch, -1))
-        return (*grads, *(_blocks(d_before, given_states) if given_states else ()))
+        return (*grads, *(_blocks(d_before, cell.state_count) if state_inputs else ()))
 
     out = Tensor.from_op(states, cell.sequence_op, (layer_input, *weights, *(initial or ())), backward)
     if out._node is not None:
