@@ -386,6 +386,7 @@ def _walk(root: Node, grad: np.ndarray, retain_graph: bool) -> None:
     while heap:
         node = heappop(heap)[1]
         g = grads.pop(node)
+        owned.discard(node)  # the set holds only pending gradients: it would grow with the graph
         if type(g) is ProductGrad:
             g = _fitted(node, g.dense())
         rare = node.rare  # read once: hooks and observers do not give a node a tensor to fill
