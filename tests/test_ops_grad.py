@@ -541,6 +541,28 @@ def test_split_chunk_unbind(shape: tuple, data: st.DataObject) -> None:
         np.testing.assert_array_equal(piece.data, np.take(x, i, axis=dim))
 
 
+
+@given(shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=5), data=st.data())
+def test_narrow(shape: tuple, data: st.DataObject) -> None:
+    dim = data.draw(st.integers(-len(shape), len(shape) - 1), label="dim")
+    size = shape[dim]
+    start = data.draw(st.integers(-size, size), label="start")
+    length = data.draw(st.integers(0, size - start % size if start < 0 else size - start), label="length")
+    x = data.draw(uniform(shape))
+    (out,) = assert_grads_match(lambda t: t.narrow(dim, start, length), [x])
+    first = start % size if start < 0 else start
+    np.testing.assert_array_equal(out.data, np.take(x, range(first, first + length), axis=dim))
+
+
+def test_narrows_of_one_place_share_one_backward_and_each_get_their_gradient() -> None:
+    """A recurrent layer's gate slices: one backward object for every step's slice of a gate."""
+    x = ts.Tensor(np.arange(12.0).reshape(2, 6), requires_grad=True)
+    first, again, other = x.narrow(1, 2, 2), (x * 1).narrow(-1, 2, 2), x.narrow(1, 0, 2)
+    assert first._node.backward is again._node.backward
+    assert first._node.backward is not other._node.backward
+    (first * 2 + again * 3 + other).sum().backward()
+    np.testing.assert_array_equal(x.grad.data, [[1, 1, 5, 5, 0, 0]] * 2)
+
 # -- softmax family --------------------------------------------------------------------------------
 
 

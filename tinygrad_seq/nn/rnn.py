@@ -24,7 +24,6 @@ sequence's state after its last step and the reverse direction starts at its las
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 from typing import Any
@@ -59,14 +58,6 @@ State = tuple[Tensor, ...]  # (h,) for RNN and GRU, (h, c) for LSTM
 
 
 # -- one time step, shared by the cells and the layers (mixed into both) -------------------------
-
-
-@functools.cache
-def _columns(size: int, block: int) -> tuple[slice, slice]:
-    """The index of gate ``block`` (each ``size`` wide) of a (B, k*size) tensor, made once per size:
-    each gate slice's backward keeps its index, and a new tuple of two slices per gate and step
-    was a tenth of an LSTM or GRU step's memory."""
-    return (slice(None), slice(block * size, (block + 1) * size))
 
 
 def _project(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor:
@@ -107,13 +98,13 @@ class _LSTMMath:
         gates = addmm(x_proj, h, w_hh_t, rows=rows)
         squashed = gates.sigmoid()  # i, f, o: one op over the block beats three (g's quarter goes unused)
         provenance.current = here.at(gate="i")
-        i = squashed[_columns(size, 0)]
+        i = squashed.narrow(1, 0, size)
         provenance.current = here.at(gate="f")
-        f = squashed[_columns(size, 1)]
+        f = squashed.narrow(1, size, size)
         provenance.current = here.at(gate="g")
-        g = gates[_columns(size, 2)].tanh()
+        g = gates.narrow(1, 2 * size, size).tanh()
         provenance.current = here.at(gate="o")
-        o = squashed[_columns(size, 3)]
+        o = squashed.narrow(1, 3 * size, size)
         provenance.current = here
         c = addcmul(f * c, i, g).named("c")  # f * c + i * g
         return mul(o, c.tanh(), into=into).named("h"), c  # h = o * tanh(c)
@@ -137,11 +128,12 @@ class _GRUMath:
         h_proj = h @ w_hh_t if b_hh is None else addmm(b_hh, h, w_hh_t)
         squashed = (x_proj + h_proj).sigmoid()  # r, z (n's third goes unused)
         provenance.current = here.at(gate="r")
-        r = squashed[_columns(size, 0)]
+        r = squashed.narrow(1, 0, size)
         provenance.current = here.at(gate="z")
-        z = squashed[_columns(size, 1)]
+        z = squashed.narrow(1, size, size)
         provenance.current = here.at(gate="n")
-        n = addcmul(x_proj[_columns(size, 2)], r, h_proj[_columns(size, 2)]).tanh()  # x_n + r * h_n
+        x_n, h_n = x_proj.narrow(1, 2 * size, size), h_proj.narrow(1, 2 * size, size)
+        n = addcmul(x_n, r, h_n).tanh()  # x_n + r * h_n
         provenance.current = here
         return (addcmul(n, z, h - n, into=into).named("h"),)  # h = n + z * (h - n)
 

@@ -46,6 +46,7 @@ from .shape import (
     expand,
     flatten,
     getitem,
+    narrow,
     permute,
     reshape,
     split,
@@ -79,7 +80,7 @@ _METHODS = {
     "logsumexp": logsumexp, "softmax": softmax, "log_softmax": log_softmax,
     "reshape": reshape, "view": view, "flatten": flatten, "permute": permute, "transpose": transpose,
     "expand": expand, "broadcast_to": broadcast_to, "squeeze": squeeze, "unsqueeze": unsqueeze,
-    "split": split, "chunk": chunk, "unbind": unbind,
+    "narrow": narrow, "split": split, "chunk": chunk, "unbind": unbind,
     "astype": cast, "to": cast,
     "float": lambda self: cast(self, "float32"), "double": lambda self: cast(self, "float64"),
 }
@@ -91,6 +92,7 @@ Tensor.__hash__ = object.__hash__  # defining __eq__ above would otherwise unset
 __all__ = ["abs", "add", "addcmul", "addmm", "amax", "amin", "argmax", "argmin", "broadcast_to", "cast",
            "cat", "chunk", "clip", "concatenate",
            "div", "eq", "exp", "expand", "flatten", "ge", "getitem", "gt", "le", "log", "log_softmax",
-           "logsumexp", "lt", "matmul", "max", "maximum", "mean", "min", "minimum", "mul", "ne", "neg",
+           "logsumexp", "lt", "matmul", "max", "maximum", "mean", "min", "minimum", "mul", "narrow", "ne",
+           "neg",
            "permute", "pow", "relu", "reshape", "sigmoid", "softmax", "split", "sqrt", "squeeze", "stack",
            "sub", "sum", "tanh", "transpose", "unbind", "unsqueeze", "view", "where"]

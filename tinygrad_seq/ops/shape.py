@@ -6,6 +6,7 @@ Indexing runs several times per time step, so its backward is a slotted class (s
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -164,6 +165,44 @@ def getitem(x: Tensor, index: Any, *, copy: bool = False) -> Tensor:
                           _GetitemBackward(index, interned_shape(source.shape), source.dtype, may_repeat))
 
 
+def narrow(x: Tensor, dim: int, start: int, length: int) -> Tensor:
+    """PyTorch's narrow: ``length`` entries of ``dim`` from ``start`` (negative counts from the end), a
+    view, drawn as a ``getitem``. Every narrow of the same part of the same shape and dtype shares one
+    backward: a recurrent layer's gate slices, 3-4 per time step, then record no backward object each."""
+    if type(dim) is not int or type(start) is not int or type(length) is not int:
+        dim, start, length = (_integer("narrow", name, value) for name, value in
+                              (("dim", dim), ("start", start), ("length", length)))
+    source = x._data
+    backward = _narrowing(dim, start, length, source.shape, source.dtype)
+    return Tensor.from_op(source[backward.index], "getitem", (x,), backward)
+
+
+def _integer(op: str, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{op}: {name} must be an integer, got {value!r}")
+    return int(value)
+
+
+@functools.lru_cache(maxsize=1024)  # a program narrows a few places of a few shapes
+def _narrowing(dim: int, start: int, length: int, shape: tuple, dtype: np.dtype) -> _GetitemBackward:
+    """The shared backward of ``narrow`` (which checks its arguments here, where a new case lands)."""
+    if not shape:
+        raise IndexError("narrow: a 0-d tensor has no dim to narrow")
+    if not -len(shape) <= dim < len(shape):
+        raise IndexError(f"narrow: dim {dim} is out of range for a tensor of shape {shape}")
+    size = shape[dim]
+    if not -size <= start <= size:
+        raise IndexError(f"narrow: start {start} is out of range for dim {dim % len(shape)} of size {size} "
+                         f"(tensor of shape {shape})")
+    if dim < 0 or start < 0:  # the same object as the non-negative spelling's
+        return _narrowing(dim % len(shape), start % size if start < 0 else start, length, shape, dtype)
+    if length < 0 or start + length > size:
+        raise ValueError(f"narrow: start {start} + length {length} does not fit in dim {dim} of size {size} "
+                         f"(tensor of shape {shape}); expected 0 <= length <= {size - start}")
+    index = (slice(None),) * dim + (slice(start, start + length),)
+    return _GetitemBackward(index, interned_shape(shape), dtype, False)
+
+
 # -- joining and splitting --------------------------------------------------------------------
 
 
@@ -238,9 +277,8 @@ def split(x: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) 
         sizes = list(split_size_or_sections)
         if sum(sizes) != length:
             raise ValueError(f"split: sizes {sizes} sum to {sum(sizes)}, but dim {dim} has size {length}")
-    lead = (slice(None),) * dim
     starts = np.cumsum([0] + sizes[:-1])
-    return [getitem(x, lead + (slice(int(s), int(s) + n),)) for s, n in zip(starts, sizes, strict=True)]
+    return [narrow(x, dim, int(s), int(n)) for s, n in zip(starts, sizes, strict=True)]
 
 
 def chunk(x: Tensor, chunks: int, dim: int = 0) -> list[Tensor]:
