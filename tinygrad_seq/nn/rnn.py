@@ -24,7 +24,6 @@ sequence's state after its last step and the reverse direction starts at its las
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 from typing import Any
@@ -59,13 +58,6 @@ State = tuple[Tensor, ...]  # (h,) for RNN and GRU, (h, c) for LSTM
 
 
 # -- one time step, shared by the cells and the layers (mixed into both) -------------------------
-
-
-@functools.lru_cache(maxsize=8)  # a training loop's few (T, B); a miss costs what making them did
-def _step_rows(steps: int, batch: int) -> tuple[slice, ...]:
-    """Step t's rows t*B:(t+1)*B of the (T*B)-row projection of all steps' inputs, one slice per
-    step made once per (T, B): each step's op keeps its slice until backward, 56 bytes a step."""
-    return tuple(slice(t * batch, (t + 1) * batch) for t in range(steps))
 
 
 def _project(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor:
@@ -523,11 +515,11 @@ class _RNNBase(Module):
         last = 0 if direction else steps - 1
         write = autograd.state.tap is None
         handed: list[np.ndarray | None] = [None] * steps  # the row each step was handed, if any
-        step_rows = _step_rows(steps, batch)
         for t in fused.time_order(steps, bool(direction)):
             here = provenance.current = scope.at(step=t if own_time else None)
             into = handed[t] = rows[t] if write and t != last and t not in partial else None
-            new_state = self._step(x_proj, step_rows[t], state, w_hh_t, b_step, here, into)
+            step_rows = slice(t * batch, (t + 1) * batch)
+            new_state = self._step(x_proj, step_rows, state, w_hh_t, b_step, here, into)
             if t in partial:  # some sequences are over (forward) or not yet started (reverse) at t
                 new_state = tuple(where(valid[t], new, old).named(new.name)
                                   for new, old in zip(new_state, state, strict=True))
