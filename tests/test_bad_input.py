@@ -162,7 +162,6 @@ def test_chunk_needs_a_positive_count() -> None:
     _raises(ValueError, lambda: ts.ones(4).chunk(0), "chunk", "positive integer", "0")
 
 
-
 def test_narrow_names_the_dim_start_and_length_that_do_not_fit() -> None:
     x = ts.ones(2, 5)
     _raises(IndexError, lambda: x.narrow(2, 0, 1), "narrow", "dim 2", "(2, 5)")
@@ -171,6 +170,12 @@ def test_narrow_names_the_dim_start_and_length_that_do_not_fit() -> None:
     _raises(ValueError, lambda: x.narrow(1, -1, 2), "narrow", "start 4", "0 <= length <= 1")
     _raises(TypeError, lambda: x.narrow(1, 1.5, 1), "narrow", "start must be an integer", "1.5")
     _raises(IndexError, lambda: ts.tensor(1.0).narrow(0, 0, 1), "narrow", "0-d")
+
+
+def test_split_refuses_sizes_that_are_not_whole_or_are_negative() -> None:
+    """A float size would be truncated (and an element silently dropped); PyTorch refuses both."""
+    _raises(TypeError, lambda: ts.arange(5).split([2.5, 2.5]), "split", "each size must be an integer", "2.5")
+    _raises(ValueError, lambda: ts.arange(5).split([-1, 6]), "split", "[-1, 6]", "must not be negative")
 
 # -- in-place mutation of what the graph saved ---------------------------------------------------------
 

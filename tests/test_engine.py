@@ -278,7 +278,6 @@ def test_scope_provenance_is_recorded_and_nested_labels_join() -> None:
     assert outside.grad_fn.prov is None
 
 
-
 def test_step_and_gate_records_share_the_rest_and_read_like_full_records() -> None:
     """``at(step=, gate=)`` makes the recurrent layers' per-step records: sharing their fixed part must
     not let one record's change reach another."""
@@ -286,7 +285,7 @@ def test_step_and_gate_records_share_the_rest_and_read_like_full_records() -> No
 
     run = Provenance(module="rnn", layer=1, direction=0, label="enc", call=4)
     gate = run.at(step=2).at(gate="f")
-    assert gate.fixed is run.fixed
+    assert gate._fixed is run._fixed
     same = Provenance("rnn", 1, 0, 2, "f", "enc", 4)
     assert gate == same and hash(gate) == hash(same)
     assert gate.as_dict() == {"module": "rnn", "layer": 1, "direction": 0, "step": 2, "gate": "f",
@@ -296,6 +295,7 @@ def test_step_and_gate_records_share_the_rest_and_read_like_full_records() -> No
                                                                                  "f")
     assert (run.layer, run.label, run.module, run.step, gate.layer) == (1, "enc", "rnn", None, 1)
     assert str(gate) == "rnn layer=1 forward t=2 gate=f [enc]"
+
 
 # -- cost of slicing a sequence -----------------------------------------------------------------------
 

@@ -541,7 +541,6 @@ def test_split_chunk_unbind(shape: tuple, data: st.DataObject) -> None:
         np.testing.assert_array_equal(piece.data, np.take(x, i, axis=dim))
 
 
-
 @given(shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=5), data=st.data())
 def test_narrow(shape: tuple, data: st.DataObject) -> None:
     dim = data.draw(st.integers(-len(shape), len(shape) - 1), label="dim")

@@ -53,10 +53,10 @@ def _lstm(lib: ModuleType, xs: object, h: object, c: object, weight: object, bia
     return [h, c]
 
 
-
 def test_narrow_matches_torch(rng: np.random.Generator) -> None:
     _assert_matches_torch(lambda lib, x: [x.narrow(1, 1, 2), lib.narrow(x, -1, -3, 3), x.narrow(0, 0, 0)],
                           [rng.standard_normal((3, 4))])
+
 
 @pytest.mark.parametrize("bias_shape", [(2, 4), (4,), (1, 4), (2, 1), ()])
 def test_addmm_matches_torch(bias_shape: tuple, rng: np.random.Generator) -> None:

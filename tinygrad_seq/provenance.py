@@ -16,7 +16,8 @@ _new_record = object.__new__  # a record made field by field (``Provenance.at``)
 
 
 class _Fixed:
-    """The fields of a record that stay the same over a layer's run: shared by its step and gate records."""
+    """The fields of a record that stay the same over a layer's run: shared by its step and gate records,
+    so never written after ``child()`` fills the fresh one it makes."""
 
     __slots__ = ("module", "layer", "direction", "label", "call")
 
@@ -26,7 +27,7 @@ class _Fixed:
 
 
 def _fixed_field(name: str) -> property:
-    return property(lambda record: getattr(record.fixed, name))
+    return property(lambda record: getattr(record._fixed, name))
 
 
 class Provenance:
@@ -36,12 +37,12 @@ class Provenance:
     ``at(step=..., gate=...)`` share: a recurrent layer makes one per time step and gate (five per
     LSTM step), at 56 bytes each rather than the 88 of seven fields of their own."""
 
-    __slots__ = ("fixed", "step", "gate")
+    __slots__ = ("_fixed", "step", "gate")
 
     def __init__(self, module: str | None = None, layer: int | None = None,
                  direction: int | None = None, step: int | None = None,
                  gate: str | None = None, label: str | None = None, call: int | None = None) -> None:
-        self.fixed = _Fixed(module, layer, direction, label, call)
+        self._fixed = _Fixed(module, layer, direction, label, call)
         self.step, self.gate = step, gate
 
     module = _fixed_field("module")
@@ -52,7 +53,7 @@ class Provenance:
 
     def child(self, **fields: object) -> Provenance:
         """This record with ``fields`` overridden; labels and module paths nest with '/' and '.'."""
-        fixed = self.fixed
+        fixed = self._fixed
         new = Provenance(fixed.module, fixed.layer, fixed.direction, self.step, self.gate, fixed.label,
                          fixed.call)
         for name, value in fields.items():  # a copy, then only the given fields: every module call makes one
@@ -60,7 +61,7 @@ class Provenance:
                 raise TypeError(f"scope() got an unknown field {name!r}; expected one of {_FIELDS}")
             if value is None:
                 continue
-            owner = new if name in ("step", "gate") else new.fixed
+            owner = new if name in ("step", "gate") else new._fixed
             inherited = getattr(owner, name)
             if name == "label" and inherited:
                 value = f"{inherited}/{value}"
@@ -75,11 +76,11 @@ class Provenance:
         calls and loops (several records per time step). None keeps the inherited value."""
         if layer is None and direction is None and call is None:  # a step's or gate's: share the rest
             record = _new_record(Provenance)
-            record.fixed = self.fixed
+            record._fixed = self._fixed
             record.step = self.step if step is None else step
             record.gate = self.gate if gate is None else gate
             return record
-        fixed = self.fixed
+        fixed = self._fixed
         return Provenance(fixed.module, fixed.layer if layer is None else layer,
                           fixed.direction if direction is None else direction,
                           self.step if step is None else step, self.gate if gate is None else gate,

@@ -93,6 +93,5 @@ __all__ = ["abs", "add", "addcmul", "addmm", "amax", "amin", "argmax", "argmin",
            "cat", "chunk", "clip", "concatenate",
            "div", "eq", "exp", "expand", "flatten", "ge", "getitem", "gt", "le", "log", "log_softmax",
            "logsumexp", "lt", "matmul", "max", "maximum", "mean", "min", "minimum", "mul", "narrow", "ne",
-           "neg",
-           "permute", "pow", "relu", "reshape", "sigmoid", "softmax", "split", "sqrt", "squeeze", "stack",
-           "sub", "sum", "tanh", "transpose", "unbind", "unsqueeze", "view", "where"]
+           "neg", "permute", "pow", "relu", "reshape", "sigmoid", "softmax", "split", "sqrt", "squeeze",
+           "stack", "sub", "sum", "tanh", "transpose", "unbind", "unsqueeze", "view", "where"]

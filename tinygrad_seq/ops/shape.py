@@ -7,6 +7,7 @@ Indexing runs several times per time step, so its backward is a slotted class (s
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -168,7 +169,7 @@ def getitem(x: Tensor, index: Any, *, copy: bool = False) -> Tensor:
 def narrow(x: Tensor, dim: int, start: int, length: int) -> Tensor:
     """PyTorch's narrow: ``length`` entries of ``dim`` from ``start`` (negative counts from the end), a
     view, drawn as a ``getitem``. Every narrow of the same part of the same shape and dtype shares one
-    backward: a recurrent layer's gate slices, 3-4 per time step, then record no backward object each."""
+    backward: a recurrent layer's gate slices, 4 per time step, then record no backward object each."""
     if type(dim) is not int or type(start) is not int or type(length) is not int:
         dim, start, length = (_integer("narrow", name, value) for name, value in
                               (("dim", dim), ("start", start), ("length", length)))
@@ -178,6 +179,7 @@ def narrow(x: Tensor, dim: int, start: int, length: int) -> Tensor:
 
 
 def _integer(op: str, name: str, value: Any) -> int:
+    """``value`` as an int, or a TypeError naming ``op``: a float size would be truncated silently."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{op}: {name} must be an integer, got {value!r}")
     return int(value)
@@ -274,11 +276,13 @@ def split(x: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) 
             raise ValueError(f"split: split size must be positive, got {split_size_or_sections}")
         sizes = [min(split_size_or_sections, length - s) for s in range(0, length, split_size_or_sections)]
     else:
-        sizes = list(split_size_or_sections)
+        sizes = [_integer("split", "each size", n) for n in split_size_or_sections]
+        if any(n < 0 for n in sizes):
+            raise ValueError(f"split: sizes {sizes} must not be negative")
         if sum(sizes) != length:
             raise ValueError(f"split: sizes {sizes} sum to {sum(sizes)}, but dim {dim} has size {length}")
-    starts = np.cumsum([0] + sizes[:-1])
-    return [narrow(x, dim, int(s), int(n)) for s, n in zip(starts, sizes, strict=True)]
+    starts = itertools.accumulate(sizes[:-1], initial=0)
+    return [narrow(x, dim, start, n) for start, n in zip(starts, sizes, strict=True)]
 
 
 def chunk(x: Tensor, chunks: int, dim: int = 0) -> list[Tensor]:
