@@ -177,6 +177,7 @@ def test_split_refuses_sizes_that_are_not_whole_or_are_negative() -> None:
     _raises(TypeError, lambda: ts.arange(5).split([2.5, 2.5]), "split", "each size must be an integer", "2.5")
     _raises(ValueError, lambda: ts.arange(5).split([-1, 6]), "split", "[-1, 6]", "must not be negative")
 
+
 # -- in-place mutation of what the graph saved ---------------------------------------------------------
 
 

@@ -562,6 +562,7 @@ def test_narrows_of_one_place_share_one_backward_and_each_get_their_gradient() -
     (first * 2 + again * 3 + other).sum().backward()
     np.testing.assert_array_equal(x.grad.data, [[1, 1, 5, 5, 0, 0]] * 2)
 
+
 # -- softmax family --------------------------------------------------------------------------------
 
 
