@@ -124,6 +124,39 @@ def test_stack_dim_out_of_range() -> None:
     _raises(IndexError, lambda: ts.stack([A, A], dim=3), "stack:", "dim 3 is out of range", "(2, 3)")
 
 
+# -- dims that are not integers: TypeError naming the op and the value, as PyTorch refuses them ---------
+# (True would otherwise be dim 1, and a float dim would be truncated or fail inside numpy)
+
+
+@pytest.mark.parametrize("op, call, shown", [
+    ("sum", lambda: A.sum(True), "True"), ("sum", lambda: A.sum(1.0), "1.0"),
+    ("sum", lambda: A.sum((0, 1.0)), "1.0"), ("mean", lambda: A.mean("1"), "'1'"),
+    ("amax", lambda: A.amax([True]), "True"),
+    ("logsumexp", lambda: A.logsumexp(0.0), "0.0"), ("argmax", lambda: A.argmax(True), "True"),
+    ("softmax", lambda: A.softmax((0, 1)), "(0, 1)"), ("log_softmax", lambda: A.log_softmax(1.0), "1.0"),
+    ("transpose", lambda: A.transpose(0, 1.0), "1.0"), ("permute", lambda: A.permute(True, 0), "True"),
+    ("squeeze", lambda: A.squeeze(0.0), "0.0"), ("unsqueeze", lambda: A.unsqueeze(1.5), "1.5"),
+    ("flatten", lambda: A.flatten(0, 1.0), "1.0"), ("cat", lambda: ts.cat([A, A], dim=1.0), "1.0"),
+    ("stack", lambda: ts.stack([A, A], dim=True), "True"), ("split", lambda: A.split(1, dim=True), "True"),
+    ("chunk", lambda: A.chunk(2, dim=0.0), "0.0"), ("unbind", lambda: A.unbind(True), "True"),
+    ("max", lambda: A.max(1.0), "1.0"),
+])
+def test_dims_must_be_integers(op: str, call: Callable, shown: str) -> None:
+    _raises(TypeError, call, f"{op}:", "dim must be", shown)
+
+
+def test_numpy_integers_are_integers() -> None:
+    """What numpy hands out (shapes' arithmetic, argmax) works wherever an int does, as in PyTorch."""
+    two, one = np.int64(2), np.int32(1)
+    assert A.sum((np.int64(0),)).shape == (3,) and A.softmax(one).shape == (2, 3)
+    assert [t.shape for t in A.chunk(two, one)] == [(2, 2), (2, 1)]
+    assert [t.shape for t in A.split([one, two], dim=one)] == [(2, 1), (2, 2)]
+    assert ts.stack([A, A], dim=two).shape == (2, 3, 2) and A.unsqueeze(two).shape == (2, 3, 1)
+    assert ts.nn.RNN(two, two, num_layers=one).hidden_size == 2
+    windows = list(ts.nn.truncated_bptt(ts.arange(5.0), ts.arange(5.0), window=two))
+    assert [x.shape for x, _ in windows] == [(2,), (2,), (1,)]
+
+
 # -- indexing and conversions -------------------------------------------------------------------------
 
 
@@ -176,6 +209,8 @@ def test_split_refuses_sizes_that_are_not_whole_or_are_negative() -> None:
     """A float size would be truncated (and an element silently dropped); PyTorch refuses both."""
     _raises(TypeError, lambda: ts.arange(5).split([2.5, 2.5]), "split", "each size must be an integer", "2.5")
     _raises(ValueError, lambda: ts.arange(5).split([-1, 6]), "split", "[-1, 6]", "must not be negative")
+    _raises(TypeError, lambda: ts.arange(5).split(True), "split", "an int or a list of ints", "True")
+    _raises(TypeError, lambda: ts.arange(5).split("ab"), "split", "an int or a list of ints", "'ab'")
 
 
 # -- in-place mutation of what the graph saved ---------------------------------------------------------

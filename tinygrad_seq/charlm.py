@@ -21,6 +21,7 @@ import numpy as np
 from . import nn, optim
 from .autograd import no_grad
 from .checkpoint import PathLike, load, save
+from .checks import is_integer
 from .nn.module import StateDictError
 from .progress import Progress
 from .tensor import Tensor
@@ -100,7 +101,7 @@ def train(model: CharModel, text_ids: np.ndarray, steps: int, window: int = 32, 
     (truncated BPTT). The gradient norm is clipped to ``clip`` (None: no clipping). ``optimizer``
     continues an existing one (at its own learning rate); by default a fresh Adam at ``lr``.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+    if not is_integer(steps) or steps < 1:
         raise ValueError(f"train: steps must be a positive integer, got {steps!r}")
     if clip is not None and not clip > 0:
         raise ValueError(f"train: clip must be > 0 (or None for no clipping), got {clip!r}")
@@ -160,7 +161,7 @@ def generate(model: CharModel, vocab: str, prime: str, length: int, temperature:
         raise ValueError("sample: prime must hold at least one character to start from")
     if not temperature > 0:
         raise ValueError(f"sample: temperature must be > 0, got {temperature!r}")
-    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+    if not is_integer(length) or length < 0:
         raise ValueError(f"sample: length must be a non-negative integer, got {length!r}")
     return _draw(model, vocab, encode(prime, vocab), length, temperature, rng)
 

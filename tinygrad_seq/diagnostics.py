@@ -24,6 +24,7 @@ import numpy as np
 
 from . import creation, provenance
 from .autograd import Node, enable_grad, no_grad, observe_backward, run_backward, topological_order
+from .checks import is_integer
 from .nn.module import Module
 from .nn.rnn import GRU, GRU_GATES, LSTM, LSTM_GATES, RNN, GRUCell, LSTMCell, RNNCell
 from .provenance import Provenance
@@ -207,7 +208,7 @@ def gradient_flow(loss: Tensor, hidden_states: Tensor | Sequence[Tensor], *, dir
     norm 0. Runs one extra backward; every ``.grad`` is left as it was.
     """
     owner = "gradient_flow"
-    if isinstance(directions, bool) or not isinstance(directions, int) or directions < 1:
+    if not is_integer(directions) or directions < 1:
         raise ValueError(f"{owner}: directions must be a positive int, got {directions!r}")
     stacked = isinstance(hidden_states, Tensor)
     states = [hidden_states] if stacked else list(hidden_states)

@@ -59,6 +59,7 @@ import numpy as np
 
 from . import provenance
 from .autograd import Node, observe_backward, topological_order
+from .checks import is_integer
 from .diagnostics import observed_backward
 from .nn.module import Parameter
 from .tensor import Tensor
@@ -835,8 +836,7 @@ def draw(*roots: Any, level: str = "op", show_shapes: bool = True, show_grads: b
     """
     if level not in LEVELS:
         raise ValueError(f"draw: level must be one of {LEVELS}, got {level!r}")
-    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
-                                  or max_steps < 2):
+    if max_steps is not None and (not is_integer(max_steps) or max_steps < 2):
         raise ValueError(f"draw: max_steps must be an int >= 2 (the first and last steps are kept), "
                          f"got {max_steps!r}")
     if rankdir not in ("LR", "RL", "TB", "BT"):

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..autograd import IndexGrad
+from ..checks import is_integer
 from ..creation import generator
 from ..ops.elementwise import data_of
 from ..ops.linalg import addmm
@@ -85,7 +86,7 @@ def embedding(input: Any, weight: Tensor, padding_idx: int | None = None) -> Ten
 
 def check_size(value: Any, what: str, owner: str, minimum: int = 0) -> int:
     """A layer dimension: an integer >= ``minimum`` (not a bool, not a float), as a Python int."""
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+    if not is_integer(value) or value < minimum:
         raise ValueError(f"{owner}: {what} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from ..checks import is_integer
 from ..tensor import Tensor
 
 
@@ -44,7 +45,7 @@ def sequential_partition(sequence: Any, batch_size: int, offset: int = 0) -> tup
     ``sequence[offset + b*T : offset + (b+1)*T]``, its targets the same shifted by one).
     ``offset`` skips a prefix, e.g. a random one per epoch as in d2l; leftover steps are dropped."""
     data = _as_tensor(sequence)
-    if data.ndim == 0 or isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if data.ndim == 0 or not is_integer(batch_size) or batch_size < 1:
         raise ValueError(f"sequential_partition: need a sequence with a time dimension and a positive "
                          f"batch_size, got shape {data.shape} and batch_size={batch_size!r}")
     steps = (len(data) - offset - 1) // batch_size
@@ -66,7 +67,7 @@ def truncated_bptt(inputs: Any, targets: Any, window: int,
     one window to the next through ``detach_state``."""
     xs, ys = _as_tensor(inputs), _as_tensor(targets)
     dim = 1 if batch_first else 0
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+    if not is_integer(window) or window < 1:
         raise ValueError(f"truncated_bptt: window must be a positive integer, got {window!r}")
     if xs.ndim <= dim or ys.ndim <= dim or xs.shape[dim] != ys.shape[dim]:
         raise ValueError(f"truncated_bptt: inputs {xs.shape} and targets {ys.shape} must have the same "

@@ -8,22 +8,31 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..checks import is_integer, one_dim
 from ..tensor import Tensor
 
 Dims = int | tuple[int, ...] | None
 
 
 def normalize_dims(x: np.ndarray, dim: Any, op: str) -> tuple[int, ...] | None:
-    """Check ``dim`` against ``x`` and return it as a tuple of non-negative ints (None = all)."""
+    """Check ``dim`` (an int, or a tuple or list of ints) against ``x`` and return it as a tuple of
+    non-negative ints (None = all)."""
     if dim is None:
         return None
-    dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
+    dims = (dim,) if type(dim) is int or not isinstance(dim, (tuple, list)) else dim
     out = []
     for d in dims:
+        if type(d) is not int and not is_integer(d):  # (the first test is the common case's shortcut)
+            raise TypeError(f"{op}: dim must be an int or a tuple of ints, got {dim!r}")
         if not -x.ndim <= d < builtins.max(x.ndim, 1):
             raise IndexError(f"{op}: dim {d} is out of range for a tensor of shape {x.shape}")
         out.append(int(d) % builtins.max(x.ndim, 1))
     return tuple(out)
+
+
+def normalize_dim(x: np.ndarray, dim: Any, op: str) -> int:
+    """``normalize_dims`` for an op that takes exactly one dim."""
+    return normalize_dims(x, one_dim(dim, op), op)[0]
 
 
 def _reduced_dims(x: np.ndarray, dim: Any, op: str) -> tuple[int, ...] | None:
@@ -107,10 +116,10 @@ class ValuesAndIndices(NamedTuple):
 def _along(x: Tensor, dim: Any, keepdim: bool, op: str) -> ValuesAndIndices:
     """PyTorch's max(dim) / min(dim): the extreme along one dim and where it is; the gradient
     goes to that position only (amax / amin share it between ties instead)."""
-    if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool):
+    if not is_integer(dim):
         raise TypeError(f"{op}: dim must be one int (the result is (values, indices)), got {dim!r}; "
                         f"use a{op}(dim=...) for the values over several dims")
-    (axis,) = normalize_dims(x._data, dim, op)
+    axis = normalize_dim(x._data, dim, op)
     if x._data.shape[axis] == 0:
         raise ValueError(f"{op}: cannot reduce dim {dim} of size 0 (tensor of shape {x.shape})")
     find = np.argmax if op == "max" else np.argmin
@@ -157,7 +166,7 @@ def amin(x: Tensor, dim: Dims = None, keepdim: bool = False) -> Tensor:
 
 
 def _position_of_extreme(x: Tensor, dim: int | None, keepdim: bool, op: str) -> Tensor:
-    axis = None if dim is None else normalize_dims(x._data, dim, op)[0]
+    axis = None if dim is None else normalize_dim(x._data, dim, op)
     find = np.argmax if op == "argmax" else np.argmin
     return Tensor.constant(np.asarray(find(x._data, axis=axis, keepdims=keepdim)))
 
@@ -194,7 +203,7 @@ def logsumexp(x: Tensor, dim: Dims = -1, keepdim: bool = False) -> Tensor:
 
 
 def softmax(x: Tensor, dim: int = -1) -> Tensor:
-    (dim,) = normalize_dims(x._data, dim, "softmax")
+    dim = normalize_dim(x._data, dim, "softmax")
     e = np.exp(x._data - _peak(x._data, dim))
     y = e / e.sum(axis=dim, keepdims=True)
     return Tensor.from_op(y, "softmax", (x,),
@@ -202,7 +211,7 @@ def softmax(x: Tensor, dim: int = -1) -> Tensor:
 
 
 def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
-    (dim,) = normalize_dims(x._data, dim, "log_softmax")
+    dim = normalize_dim(x._data, dim, "log_softmax")
     shifted = x._data - _peak(x._data, dim)
     y = shifted - np.log(np.exp(shifted).sum(axis=dim, keepdims=True))
     return Tensor.from_op(y, "log_softmax", (x,),

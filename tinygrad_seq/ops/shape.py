@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 
 from ..autograd import IndexGrad, interned_shape
+from ..checks import is_integer, one_dim
 from ..tensor import Tensor
 from .elementwise import pass_through
-from .reduce import normalize_dims
+from .reduce import normalize_dim, normalize_dims
 
 
 def _shape_arg(shape: tuple) -> tuple:
@@ -99,6 +100,7 @@ def squeeze(x: Tensor, dim: int | tuple[int, ...] | None = None) -> Tensor:
 
 
 def unsqueeze(x: Tensor, dim: int) -> Tensor:
+    dim = one_dim(dim, "unsqueeze")
     if not -x.ndim - 1 <= dim <= x.ndim:
         raise IndexError(f"unsqueeze: dim {dim} is out of range for a tensor of shape {x.shape}")
     dim = dim % (x.ndim + 1)
@@ -180,7 +182,7 @@ def narrow(x: Tensor, dim: int, start: int, length: int) -> Tensor:
 
 def _integer(op: str, name: str, value: Any) -> int:
     """``value`` as an int, or a TypeError naming ``op``: a float size would be truncated silently."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if not is_integer(value):
         raise TypeError(f"{op}: {name} must be an integer, got {value!r}")
     return int(value)
 
@@ -226,7 +228,7 @@ def _check_join(op: str, tensors: Sequence[Tensor], dim: int, same_dim: bool) ->
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     tensors = list(tensors)
     if tensors:  # normalize first: the shape check skips dim by its non-negative position
-        (dim,) = normalize_dims(tensors[0]._data, dim, "cat")
+        dim = normalize_dim(tensors[0]._data, dim, "cat")
     _check_join("cat", tensors, dim, same_dim=True)
     return _cat_node(np.concatenate([t._data for t in tensors], axis=dim), tensors, dim)
 
@@ -245,7 +247,7 @@ def _cat_node(out: np.ndarray, tensors: Sequence[Tensor], dim: int) -> Tensor:
 def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     tensors = list(tensors)
     _check_join("stack", tensors, -1, same_dim=False)
-    ndim = tensors[0].ndim + 1
+    ndim, dim = tensors[0].ndim + 1, one_dim(dim, "stack")
     if not -ndim <= dim < ndim:
         raise IndexError(f"stack: dim {dim} is out of range for stacking tensors of shape {tensors[0].shape}")
     dim %= ndim
@@ -269,32 +271,35 @@ def _stack_node(out: np.ndarray, tensors: Sequence[Tensor], lead: tuple) -> Tens
 
 def split(x: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) -> list[Tensor]:
     """PyTorch's split: chunks of one size (the last may be smaller), or a list of sizes."""
-    (dim,) = normalize_dims(x._data, dim, "split")
+    dim = normalize_dim(x._data, dim, "split")
     length = x.shape[dim]
-    if isinstance(split_size_or_sections, (int, np.integer)):
+    if is_integer(split_size_or_sections):
         if split_size_or_sections <= 0:
             raise ValueError(f"split: split size must be positive, got {split_size_or_sections}")
         sizes = [min(split_size_or_sections, length - s) for s in range(0, length, split_size_or_sections)]
-    else:
+    elif isinstance(split_size_or_sections, (list, tuple)):
         sizes = [_integer("split", "each size", n) for n in split_size_or_sections]
         if any(n < 0 for n in sizes):
             raise ValueError(f"split: sizes {sizes} must not be negative")
         if sum(sizes) != length:
             raise ValueError(f"split: sizes {sizes} sum to {sum(sizes)}, but dim {dim} has size {length}")
+    else:
+        raise TypeError(f"split: split_size_or_sections must be an int or a list of ints, got "
+                        f"{split_size_or_sections!r}")
     starts = itertools.accumulate(sizes[:-1], initial=0)
     return [narrow(x, dim, start, n) for start, n in zip(starts, sizes, strict=True)]
 
 
 def chunk(x: Tensor, chunks: int, dim: int = 0) -> list[Tensor]:
-    if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)) or chunks < 1:
+    if not is_integer(chunks) or chunks < 1:
         raise ValueError(f"chunk: chunks must be a positive integer, got {chunks!r}")
-    (dim,) = normalize_dims(x._data, dim, "chunk")
+    dim = normalize_dim(x._data, dim, "chunk")
     size = -(-x.shape[dim] // chunks)
     return split(x, max(size, 1), dim)
 
 
 def unbind(x: Tensor, dim: int = 0) -> list[Tensor]:
     """The slices along ``dim``, each without that dim (e.g. the time steps of a sequence)."""
-    (dim,) = normalize_dims(x._data, dim, "unbind")
+    dim = normalize_dim(x._data, dim, "unbind")
     lead = (slice(None),) * dim
     return [getitem(x, lead + (i,)) for i in range(x.shape[dim])]
