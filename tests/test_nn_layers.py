@@ -101,6 +101,17 @@ def test_embedding_repr_and_bad_input() -> None:
         ts.nn.Embedding(4, 2, padding_idx=4)
 
 
+def test_functional_embedding_reads_a_negative_padding_idx_as_the_module_does() -> None:
+    """F.embedding(padding_idx=-1) trained the last row: only the module counted from the end."""
+    weight = ts.tensor(np.ones((5, 3)), requires_grad=True)
+    F.embedding(np.array([4, 1, 4]), weight, padding_idx=-1).sum().backward()
+    np.testing.assert_array_equal(weight.grad.numpy().sum(axis=1), [0, 3, 0, 0, 0])
+    with pytest.raises(ValueError, match=re.escape("embedding: padding_idx -6 must be within [-5, 5)")):
+        F.embedding(np.array([0]), weight, padding_idx=-6)
+    with pytest.raises(TypeError, match="embedding: padding_idx must be an integer, got 1.0"):
+        F.embedding(np.array([0]), weight, padding_idx=1.0)
+
+
 # -- Dropout ------------------------------------------------------------------------------------
 
 

@@ -55,6 +55,18 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     return input * (keep / (1.0 - p)).astype(input.dtype)
 
 
+def padding_row(padding_idx: Any, num_embeddings: int, op: str) -> int | None:
+    """``padding_idx`` as the row it names (negative ones count from the end, as in PyTorch)."""
+    if padding_idx is None:
+        return None
+    if not is_integer(padding_idx):
+        raise TypeError(f"{op}: padding_idx must be an integer, got {padding_idx!r}")
+    if not -num_embeddings <= padding_idx < num_embeddings:
+        raise ValueError(f"{op}: padding_idx {padding_idx} must be within "
+                         f"[-{num_embeddings}, {num_embeddings}) for {num_embeddings} embeddings")
+    return int(padding_idx) % num_embeddings
+
+
 def embedding(input: Any, weight: Tensor, padding_idx: int | None = None) -> Tensor:
     """Rows of ``weight`` picked by the integer array ``input``: output shape ``input.shape + (dim,)``.
 
@@ -71,6 +83,7 @@ def embedding(input: Any, weight: Tensor, padding_idx: int | None = None) -> Ten
                          f"{num_embeddings} rows (weight {weight.shape})")
     table = weight._data
     shape, dtype = table.shape, table.dtype
+    padding_idx = padding_row(padding_idx, num_embeddings, "embedding")
     padding = None if padding_idx is None else (indices == padding_idx)[..., None]
 
     def backward(g: np.ndarray) -> tuple:
@@ -126,11 +139,7 @@ class Embedding(Module):
         super().__init__()
         num_embeddings = check_size(num_embeddings, "num_embeddings", "Embedding")
         embedding_dim = check_size(embedding_dim, "embedding_dim", "Embedding")
-        if padding_idx is not None:
-            if not -num_embeddings <= padding_idx < num_embeddings:
-                raise ValueError(f"Embedding: padding_idx {padding_idx} must be within "
-                                 f"[-{num_embeddings}, {num_embeddings}) for {num_embeddings} embeddings")
-            padding_idx = int(padding_idx) % num_embeddings
+        padding_idx = padding_row(padding_idx, num_embeddings, "Embedding")
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.padding_idx = padding_idx
         self.weight = init.normal_(Parameter(np.empty((num_embeddings, embedding_dim), np.float32)))

@@ -38,9 +38,13 @@ def kept_for(tensor: Any, array: Any) -> Any:
 def _broadcasting(op: str, ufunc: Callable, x: Any, y: Any, into: np.ndarray | None = None) -> np.ndarray:
     try:
         return ufunc(x, y) if into is None else ufunc(x, y, out=_fitting(into, x, y))
-    except ValueError:
-        raise ValueError(f"{op}: shapes {np.shape(x)} and {np.shape(y)} do not broadcast together "
-                         "(numpy rules: trailing dimensions must be equal or 1)") from None
+    except ValueError as err:
+        try:
+            np.broadcast_shapes(np.shape(x), np.shape(y))
+        except ValueError:
+            raise ValueError(f"{op}: shapes {np.shape(x)} and {np.shape(y)} do not broadcast together "
+                             "(numpy rules: trailing dimensions must be equal or 1)") from None
+        raise ValueError(f"{op}: {err}") from None  # another of numpy's complaints, e.g. 2 ** -1
 
 
 def _times(g: np.ndarray, factor: Any) -> np.ndarray | None:

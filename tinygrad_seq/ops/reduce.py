@@ -92,8 +92,11 @@ def _extreme(x: Tensor, dim: Any, keepdim: bool, axis: Any, keepdims: Any, op: s
     """amax / amin over dims; ties share the gradient evenly (as PyTorch's amax / amin)."""
     dims, keep = _resolve(x._data, dim, keepdim, axis, keepdims, op)
     data = x._data
-    if data.size == 0:
+    if dims is None and data.size == 0:
         raise ValueError(f"{op}: cannot reduce an empty tensor of shape {data.shape}")
+    empty = [d for d in dims or () if data.shape[d] == 0]
+    if empty:  # (reducing the other dims of an empty tensor is fine: the result is empty too)
+        raise ValueError(f"{op}: cannot reduce dim {empty[0]} of size 0 (tensor of shape {data.shape})")
     reduce = np.max if op in ("max", "amax") else np.min
     kept = reduce(data, axis=dims, keepdims=True)
     out = kept if keep else (kept.reshape(()) if dims is None else np.squeeze(kept, dims))
@@ -182,10 +185,16 @@ def argmin(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
 # -- softmax family: one dim, stable for inputs of any magnitude ------------------------------
 
 
+def _max(x: np.ndarray, dims: Any) -> np.ndarray:
+    """The max over dims, kept as size-1 dims: subtracting it makes exp() unable to overflow. Over an
+    empty dim it is -inf (numpy's max would refuse), and the result of the op is empty or -inf."""
+    return np.max(x, axis=dims, keepdims=True, initial=-np.inf)
+
+
 def _peak(x: np.ndarray, dims: Any) -> np.ndarray:
-    """The max over dims, kept as size-1 dims, with 0 where it is infinite: subtracting it makes
-    exp() unable to overflow, and all -inf rows stay -inf instead of becoming nan."""
-    peak = x.max(axis=dims, keepdims=True)
+    """``_max`` with 0 where it is infinite, as PyTorch's logsumexp: an all -inf slice stays -inf
+    instead of becoming nan (-inf - -inf), and one holding +inf gives +inf."""
+    peak = _max(x, dims)
     if not np.isfinite(peak).all():
         peak = np.where(np.isfinite(peak), peak, 0)
     return peak
@@ -204,7 +213,7 @@ def logsumexp(x: Tensor, dim: Dims = -1, keepdim: bool = False) -> Tensor:
 
 def softmax(x: Tensor, dim: int = -1) -> Tensor:
     dim = normalize_dim(x._data, dim, "softmax")
-    e = np.exp(x._data - _peak(x._data, dim))
+    e = np.exp(x._data - _max(x._data, dim))  # +inf or an all -inf slice: nan, as in PyTorch
     y = e / e.sum(axis=dim, keepdims=True)
     return Tensor.from_op(y, "softmax", (x,),
                           lambda g: (y * (g - (g * y).sum(axis=dim, keepdims=True)),))
@@ -212,7 +221,7 @@ def softmax(x: Tensor, dim: int = -1) -> Tensor:
 
 def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
     dim = normalize_dim(x._data, dim, "log_softmax")
-    shifted = x._data - _peak(x._data, dim)
+    shifted = x._data - _max(x._data, dim)
     y = shifted - np.log(np.exp(shifted).sum(axis=dim, keepdims=True))
     return Tensor.from_op(y, "log_softmax", (x,),
                           lambda g: (g - np.exp(y) * g.sum(axis=dim, keepdims=True),))

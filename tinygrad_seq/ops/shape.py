@@ -47,6 +47,9 @@ def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     if x.ndim == 0:
         return reshape(x, 1)
     start, end = normalize_dims(x._data, (start_dim, end_dim), "flatten")
+    if start > end:
+        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} (tensor of shape "
+                         f"{x.shape})")
     shape = x.shape
     return reshape(x, shape[:start] + (int(np.prod(shape[start:end + 1])),) + shape[end + 1:])
 
@@ -131,6 +134,8 @@ def _normalize_index(index: Any) -> tuple[Any, bool]:
             part = part._data
         elif not isinstance(part, _KEPT_AS_THEY_ARE):
             part = np.array(part)  # our own copy: the caller may mutate theirs before backward
+            if part.size == 0:  # [] selects nothing (numpy would read it as a float array)
+                part = part.astype(np.intp)
         if isinstance(part, np.ndarray):
             if part.dtype.kind in "iu":
                 may_repeat = may_repeat or part.size > 1
@@ -276,7 +281,8 @@ def split(x: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) 
     if is_integer(split_size_or_sections):
         if split_size_or_sections <= 0:
             raise ValueError(f"split: split size must be positive, got {split_size_or_sections}")
-        sizes = [min(split_size_or_sections, length - s) for s in range(0, length, split_size_or_sections)]
+        sizes = [min(split_size_or_sections, length - s)
+                 for s in range(0, length, split_size_or_sections)] or [0]  # an empty dim: one empty piece
     elif isinstance(split_size_or_sections, (list, tuple)):
         sizes = [_integer("split", "each size", n) for n in split_size_or_sections]
         if any(n < 0 for n in sizes):
@@ -294,6 +300,8 @@ def chunk(x: Tensor, chunks: int, dim: int = 0) -> list[Tensor]:
     if not is_integer(chunks) or chunks < 1:
         raise ValueError(f"chunk: chunks must be a positive integer, got {chunks!r}")
     dim = normalize_dim(x._data, dim, "chunk")
+    if x.shape[dim] == 0:  # PyTorch's rule: as many (empty) pieces as asked for
+        return [narrow(x, dim, 0, 0) for _ in range(chunks)]
     size = -(-x.shape[dim] // chunks)
     return split(x, max(size, 1), dim)
 

@@ -1,0 +1,92 @@
+"""Empty dims, infinities and index spellings where numpy's answer is not PyTorch's: the values are
+PyTorch 2.13's, written out (``test_edge_cases_match_torch`` compares them live when torch is here)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+import tinygrad_seq as ts
+
+INF, NAN = np.inf, np.nan
+
+
+def _quiet(call: Callable[[], ts.Tensor]) -> np.ndarray:
+    with warnings.catch_warnings():  # inf - inf and 0 / 0 warn in numpy; the nan is the answer
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return call().numpy()
+
+
+# (name, our call, the torch call spelled the same way, the expected values)
+CASES = [
+    ("softmax with +inf", lambda lib: lib.tensor([1.0, INF, 0.0], dtype=lib.float64).softmax(0), [NAN] * 3),
+    ("log_softmax with +inf", lambda lib: lib.tensor([1.0, INF, 0.0], dtype=lib.float64).log_softmax(0),
+     [NAN] * 3),
+    ("softmax of -inf only", lambda lib: lib.tensor([-INF, -INF], dtype=lib.float64).softmax(0), [NAN] * 2),
+    ("logsumexp with +inf", lambda lib: lib.tensor([1.0, INF], dtype=lib.float64).logsumexp(0), INF),
+    ("logsumexp of -inf only", lambda lib: lib.tensor([-INF, -INF], dtype=lib.float64).logsumexp(0), -INF),
+    ("logsumexp over an empty dim", lambda lib: lib.zeros(3, 0, dtype=lib.float64).logsumexp(1), [-INF] * 3),
+]
+
+
+@pytest.mark.parametrize("name, call, expected", CASES, ids=[case[0] for case in CASES])
+def test_infinities_and_empty_reductions(name: str, call: Callable, expected: object) -> None:
+    np.testing.assert_array_equal(_quiet(lambda: call(ts)), expected)
+
+
+def test_reducing_the_other_dims_of_an_empty_tensor() -> None:
+    empty = ts.zeros(0, 3, dtype=ts.float64, requires_grad=True)
+    for op in ("amax", "amin"):
+        out = getattr(empty, op)(dim=1)
+        assert out.shape == (0,)
+        out.sum().backward()
+        assert empty.grad.shape == (0, 3)
+        with pytest.raises(ValueError, match=f"{op}: cannot reduce dim 0 of size 0"):
+            getattr(empty, op)(dim=0)
+    assert empty.softmax(0).shape == (0, 3) and empty.log_softmax(1).shape == (0, 3)
+
+
+def test_split_and_chunk_of_an_empty_dim() -> None:
+    """PyTorch: split gives one empty piece, chunk as many empty pieces as asked for."""
+    empty = ts.zeros(0, 3)
+    assert [t.shape for t in empty.split(2)] == [(0, 3)]
+    assert [t.shape for t in empty.chunk(2)] == [(0, 3), (0, 3)]
+    assert [t.shape for t in ts.zeros(3, 0).chunk(3, dim=1)] == [(3, 0)] * 3
+
+
+def test_an_empty_index_list_selects_nothing() -> None:
+    x = ts.tensor(np.arange(24.0).reshape(2, 3, 4), requires_grad=True)
+    picked = x[[]]
+    assert picked.shape == (0, 3, 4)
+    picked.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.zeros((2, 3, 4)))
+    assert x[:, []].shape == (2, 0, 4)
+
+
+def test_flatten_refuses_a_start_after_the_end() -> None:
+    x = ts.ones(2, 3, 4)
+    with pytest.raises(ValueError, match=r"flatten: start_dim 2 comes after end_dim 1 \(tensor of shape"):
+        x.flatten(2, 1)
+    assert x.flatten(1, 1).shape == (2, 3, 4) and x.flatten(-1, 2).shape == (2, 3, 4)
+
+
+def test_numpy_errors_other_than_broadcasting_keep_their_meaning() -> None:
+    """An integer to a negative power is not a shape problem: the message says what numpy said."""
+    with pytest.raises(ValueError, match="pow: Integers to negative integer powers are not allowed"):
+        ts.tensor([1, 2]) ** -1
+    with pytest.raises(ValueError, match=r"pow: shapes \(2,\) and \(3,\) do not broadcast"):
+        ts.tensor([1, 2]) ** ts.tensor([1, 2, 3])
+
+
+def test_edge_cases_match_torch() -> None:
+    torch = pytest.importorskip("torch")
+    for name, call, expected in CASES:
+        theirs = call(torch).numpy()
+        np.testing.assert_array_equal(theirs, expected, err_msg=name)
+        np.testing.assert_array_equal(_quiet(lambda call=call: call(ts)), theirs, err_msg=name)
+    assert [t.shape for t in torch.zeros(0, 3).chunk(2)] == [(0, 3), (0, 3)]
+    assert torch.zeros(0, 3).amax(dim=1).shape == (0,)
+    assert torch.ones(2, 3, 4)[[]].shape == (0, 3, 4)
