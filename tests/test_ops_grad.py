@@ -490,6 +490,45 @@ def test_getitem_boolean_masks(shape: tuple, data: st.DataObject) -> None:
     np.testing.assert_array_equal(ts.Tensor(x)[ts.Tensor(mask)].data, out.data)
 
 
+@st.composite
+def ints_beside_index_arrays(draw: st.DrawFn, shape: tuple) -> tuple:
+    """An index of ``shape``'s dims holding at least one int and one integer list, in any order,
+    with slices and None between them: where numpy's reading is not PyTorch's."""
+    kinds = draw(st.lists(st.sampled_from(["int", "list", "slice"]), min_size=len(shape), max_size=len(shape))
+                 .filter(lambda kinds: "int" in kinds and "list" in kinds))
+    length, index = draw(st.integers(1, 3)), []  # one length for all lists: they broadcast together
+    for size, kind in zip(shape, kinds, strict=True):
+        if draw(st.booleans()) and draw(st.booleans()):
+            index.append(None)
+        if kind == "int":
+            index.append(draw(st.integers(-size, size - 1)))
+        elif kind == "list":
+            index.append(draw(st.lists(st.integers(-size, size - 1), min_size=length, max_size=length)))
+        else:
+            index.append(slice(draw(st.integers(0, size - 1)), None))
+    return tuple(index)
+
+
+@given(data=st.data(), shape=hnp.array_shapes(min_dims=2, max_dims=4, min_side=1, max_side=3))
+def test_getitem_ints_beside_index_arrays(data: st.DataObject, shape: tuple) -> None:
+    """PyTorch's reading: the ints select first, and the index arrays index what remains."""
+    index = data.draw(ints_beside_index_arrays(shape), label="index")
+    x = data.draw(uniform(shape))
+    (out,) = assert_grads_match(lambda t: t[index], [x])
+    ints = tuple(part if isinstance(part, int) else slice(None) for part in index if part is not None)
+    rest = tuple(part for part in index if not isinstance(part, int))
+    np.testing.assert_array_equal(out.data, x[ints][rest])
+
+
+def test_getitem_selects_with_ints_before_index_arrays() -> None:
+    x = ts.tensor(np.arange(24.0).reshape(2, 3, 4), requires_grad=True)
+    picked = x[0, :, [0, 1]]  # numpy alone: shape (2, 3), the list's dim first
+    np.testing.assert_array_equal(picked.numpy(), [[0, 1], [4, 5], [8, 9]])
+    (picked * ts.tensor([[1.0, 2.0]])).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy()[0], [[1, 2, 0, 0]] * 3)
+    assert not x.grad.numpy()[1].any()
+
+
 def test_mutating_an_index_or_operand_array_after_forward_leaves_gradient_unchanged() -> None:
     """The graph copies numpy operands: it must not read the caller's array again at backward."""
     index, weights = np.array([0, 0, 1]), np.array([1.0, 2.0, 3.0])

@@ -53,6 +53,16 @@ def _lstm(lib: ModuleType, xs: object, h: object, c: object, weight: object, bia
     return [h, c]
 
 
+@pytest.mark.parametrize("index", [
+    (0, slice(None), [0, 1]), ([1, 0], slice(None), -1), (slice(None), 0, [0, 3]), ([0, 1], 0, [0, 1]),
+    (0, [[0, 1], [1, 2]], slice(None)), (None, 0, slice(None), [1, 3]), (Ellipsis, 0, [1, 0]),
+    (1, np.array([True, False, True]), slice(None)),
+    (0, slice(1, None), np.array([True, False, True, False])),
+])
+def test_ints_beside_index_arrays_select_first_as_in_torch(index: tuple, rng: np.random.Generator) -> None:
+    _assert_matches_torch(lambda lib, x: x[index], [rng.standard_normal((2, 3, 4))], rtol=0)
+
+
 def test_narrow_matches_torch(rng: np.random.Generator) -> None:
     _assert_matches_torch(lambda lib, x: [x.narrow(1, 1, 2), lib.narrow(x, -1, -3, 3), x.narrow(0, 0, 0)],
                           [rng.standard_normal((3, 4))])

@@ -117,11 +117,12 @@ _BASIC_INDEX_TYPES = frozenset((int, slice, type(None), type(Ellipsis)))
 _KEPT_AS_THEY_ARE = (int, np.integer, slice, type(None), type(Ellipsis))  # (a bool is an int: numpy's mask)
 
 
-def _normalize_index(index: Any) -> tuple[Any, bool]:
+def _normalize_index(index: Any) -> tuple[Any, bool | None]:
     """Tensors and sequences in an index (lists, ranges, a tuple inside the index) become arrays, as
     numpy reads them; also report whether the index may select an element twice, so that backward
     must add each repeat (``np.add.at``, ten times slower than ``+=``): only an integer array of more
-    than one element can (a boolean mask never repeats)."""
+    than one element can (a boolean mask never repeats). None instead: the index mixes ints with
+    index arrays, which numpy and PyTorch read differently (``_ints_first``)."""
     parts = index if isinstance(index, tuple) else (index,)
     for part in parts:  # fast path: ints and slices (a time step of a sequence) need no conversion
         if type(part) not in _BASIC_INDEX_TYPES:
@@ -142,7 +143,25 @@ def _normalize_index(index: Any) -> tuple[Any, bool]:
             elif part.dtype != np.bool_:
                 raise IndexError(f"getitem: index arrays must be integer or boolean, got {part.dtype}")
         out.append(part)
+    if any(is_integer(part) for part in out) and any(isinstance(part, np.ndarray) for part in out):
+        return tuple(out), None
     return tuple(out), may_repeat
+
+
+def _ints_first(parts: tuple) -> tuple[tuple, tuple]:
+    """An index mixing ints with index arrays, as two that apply one after the other: the ints, then
+    the rest. numpy counts an int as one more index array, so that in ``x[0, :, [0, 1]]`` the index
+    arrays are apart and their dim goes first: (2, 3) for x of shape (2, 3, 4). PyTorch selects with
+    the ints first and indexes what remains: (3, 2), as the two steps give."""
+    selected = []
+    for part in parts:
+        if is_integer(part) or part is Ellipsis:
+            selected.append(part)
+        elif isinstance(part, np.ndarray):  # a boolean mask spans as many dims as it has
+            selected += [slice(None)] * (part.ndim if part.dtype == np.bool_ else 1)
+        elif part is not None:  # None makes a dim: it consumes none of x's
+            selected.append(slice(None))
+    return tuple(selected), tuple(part for part in parts if not is_integer(part))
 
 
 class _GetitemBackward:
@@ -162,6 +181,9 @@ def getitem(x: Tensor, index: Any, *, copy: bool = False) -> Tensor:
     so that the result does not keep x's buffer alive (a layer's final state, carried across
     truncated-BPTT windows, must not hold the whole sequence's states)."""
     index, may_repeat = _normalize_index(index)
+    if may_repeat is None:  # ints beside index arrays: PyTorch takes the ints first
+        selected, rest = _ints_first(index)
+        return getitem(getitem(x, selected), rest, copy=copy)
     source = x._data
     try:
         out = source[index]
