@@ -127,7 +127,44 @@ def test_a_shared_parameter_appears_once_under_its_first_name() -> None:
     names = [name for name, _ in model.named_parameters()]
     assert names == ["left.scale", "left.shift", "right.shift"]
     assert len(list(model.parameters())) == 3
-    assert list(model.state_dict()) == names
+
+
+def test_a_state_dict_lists_a_shared_parameter_or_module_under_each_name_as_pytorch() -> None:
+    """PyTorch's keys, in its order (a replaced parameter keeps its slot), so that a tied-weight
+    model's state dict loads in either library; any one of a shared parameter's names loads it."""
+    model = Tied()
+    assert list(model.state_dict()) == ["left.scale", "left.shift", "right.scale", "right.shift"]
+    shared = Affine()
+    assert list(Sequential(shared, shared).state_dict()) == ["0.scale", "0.shift", "1.scale", "1.shift"]
+    values = {key: np.full(3, k, np.float32) for k, key in enumerate(model.state_dict())}
+    model.load_state_dict(values)
+    np.testing.assert_array_equal(model.left.scale.numpy(), values["right.scale"])  # the last name wins
+    older = {key: values[key] for key in ("left.scale", "left.shift", "right.shift")}
+    assert model.load_state_dict(older) == ([], [])
+    np.testing.assert_array_equal(model.right.scale.numpy(), values["left.scale"])
+    with pytest.raises(StateDictError, match="missing keys: left.scale, right.scale"):
+        model.load_state_dict({"left.shift": values["left.shift"], "right.shift": values["right.shift"]})
+
+
+def test_a_tied_state_dict_crosses_to_pytorch_and_back() -> None:
+    torch = pytest.importorskip("torch")
+
+    class TorchAffine(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale, self.shift = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.zeros(3))
+
+    class TorchTied(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.left, self.right = TorchAffine(), TorchAffine()
+            self.right.scale = self.left.scale
+
+    theirs, ours = TorchTied(), Tied()
+    assert list(theirs.state_dict()) == list(ours.state_dict())
+    ours.load_state_dict({key: value.numpy() * 2 for key, value in theirs.state_dict().items()})
+    theirs.load_state_dict({key: torch.from_numpy(value.copy()) for key, value in ours.state_dict().items()})
+    np.testing.assert_array_equal(theirs.left.scale.detach().numpy(), [2, 2, 2])
 
 
 def test_parameters_recurse_false_gives_only_own_parameters() -> None:

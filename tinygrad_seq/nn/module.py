@@ -53,15 +53,19 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning "
                                  "attributes")
-        self._parameters.pop(name, None)
-        self._modules.pop(name, None)
+        # a replacement keeps its predecessor's place in the order, as in PyTorch (dict assignment)
         if isinstance(value, Parameter):
+            self._modules.pop(name, None)
             if value.name is None:
                 value.name = name
             self._parameters[name] = value
         elif isinstance(value, Module):
+            self._parameters.pop(name, None)
             value._scope_name = name
             self._modules[name] = value
+        else:
+            self._parameters.pop(name, None)
+            self._modules.pop(name, None)
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
@@ -160,9 +164,23 @@ class Module:
         return self.to(np.float32)
 
     # -- state ----------------------------------------------------------------------------------
+    def _state_entries(self) -> Iterator[tuple[str, Parameter]]:
+        """Every (dotted name, parameter), a shared module or parameter under each of its names, in
+        ``named_parameters``' order: PyTorch's state_dict keys, so that a tied-weight model's dict
+        loads in either library."""
+        stack: list[tuple[str, Module, frozenset]] = [("", self, frozenset())]
+        while stack:
+            path, module, ancestors = stack.pop()
+            for name, param in module._parameters.items():
+                yield (f"{path}.{name}" if path else name), param
+            inside = ancestors | {id(module)}  # a module holding its own ancestor is not a tree: skip it
+            stack.extend(reversed([(f"{path}.{name}" if path else name, child, inside)
+                                   for name, child in module._modules.items() if id(child) not in inside]))
+
     def state_dict(self) -> OrderedDict[str, np.ndarray]:
-        """Parameter arrays by dotted name (read-only arrays; they are never mutated)."""
-        return OrderedDict((name, param.data) for name, param in self.named_parameters())
+        """Parameter arrays by dotted name, a shared one under each name (read-only arrays; they are
+        never mutated)."""
+        return OrderedDict((name, param.data) for name, param in self._state_entries())
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> tuple[list, list]:
         """Copy arrays (numpy, Tensors, or anything array-like) into the parameters.
@@ -170,8 +188,10 @@ class Module:
         Returns (missing_keys, unexpected_keys); with ``strict``, any of those or any shape
         mismatch raises ``StateDictError`` listing all of them at once.
         """
-        params = dict(self.named_parameters())
-        missing = [k for k in params if k not in state_dict]
+        params = dict(self._state_entries())
+        given = {id(params[k]) for k in state_dict if k in params}
+        # a shared parameter loads from any of its names (a dict saved before state_dict listed them all)
+        missing = [k for k, param in params.items() if k not in state_dict and id(param) not in given]
         unexpected = [k for k in state_dict if k not in params]
         values, mismatched = {}, []
         for key, param in params.items():
