@@ -90,3 +90,45 @@ def test_edge_cases_match_torch() -> None:
     assert [t.shape for t in torch.zeros(0, 3).chunk(2)] == [(0, 3), (0, 3)]
     assert torch.zeros(0, 3).amax(dim=1).shape == (0,)
     assert torch.ones(2, 3, 4)[[]].shape == (0, 3, 4)
+
+
+# (name, call on a 0-d float64 tensor x = 3, value, d value / dx): PyTorch gives a 0-d tensor dim 0 (or -1)
+SCALAR_CASES = [
+    ("sum", lambda x: x.sum(0), 3.0, 1.0), ("sum keepdim", lambda x: x.sum(-1, keepdim=True), 3.0, 1.0),
+    ("sum of a tuple", lambda x: x.sum((0,)), 3.0, 1.0), ("mean", lambda x: x.mean(0), 3.0, 1.0),
+    ("amax", lambda x: x.amax(0), 3.0, 1.0), ("amin", lambda x: x.amin(-1), 3.0, 1.0),
+    ("logsumexp", lambda x: x.logsumexp(0), 3.0, 1.0), ("max(dim)", lambda x: x.max(0).values, 3.0, 1.0),
+    ("min(dim) keepdim", lambda x: x.min(-1, keepdim=True).values, 3.0, 1.0),
+    ("softmax", lambda x: x.softmax(0), 1.0, 0.0), ("log_softmax", lambda x: x.log_softmax(-1), 0.0, 0.0),
+    ("transpose", lambda x: x.transpose(0, -1), 3.0, 1.0), ("squeeze", lambda x: x.squeeze(-1), 3.0, 1.0),
+]
+
+
+@pytest.mark.parametrize("name, call, value, slope", SCALAR_CASES, ids=[case[0] for case in SCALAR_CASES])
+def test_a_0d_tensor_has_dim_0(name: str, call: Callable, value: float, slope: float) -> None:
+    x = ts.tensor(3.0, dtype=ts.float64, requires_grad=True)
+    out = call(x)
+    assert out.shape == () and out.item() == value
+    out.backward()
+    assert x.grad.item() == slope
+
+
+def test_a_0d_tensor_has_no_dim_1_and_cannot_be_split() -> None:
+    x = ts.tensor(3.0)
+    assert x.argmax(0).item() == 0 and x.max(0).indices.item() == 0
+    with pytest.raises(IndexError, match=r"sum: dim 1 is out of range for a tensor of shape \(\)"):
+        x.sum(1)
+    with pytest.raises(ValueError, match="same dim twice"):
+        x.sum((0, -1))
+    for op in ("split", "chunk", "unbind"):
+        with pytest.raises(IndexError, match=f"{op}: a 0-d tensor has no dim 0"):
+            getattr(x, op)(1) if op != "unbind" else x.unbind(0)
+
+
+def test_0d_dims_match_torch() -> None:
+    torch = pytest.importorskip("torch")
+    for name, call, value, slope in SCALAR_CASES:
+        x = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
+        out = call(x)
+        out.backward()
+        assert (out.shape, out.item(), x.grad.item()) == ((), value, slope), name

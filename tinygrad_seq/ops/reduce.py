@@ -16,7 +16,7 @@ Dims = int | tuple[int, ...] | None
 
 def normalize_dims(x: np.ndarray, dim: Any, op: str) -> tuple[int, ...] | None:
     """Check ``dim`` (an int, or a tuple or list of ints) against ``x`` and return it as a tuple of
-    non-negative ints (None = all)."""
+    non-negative ints (None = all). A 0-d tensor has dim 0 (or -1) as PyTorch's has."""
     if dim is None:
         return None
     dims = (dim,) if type(dim) is int or not isinstance(dim, (tuple, list)) else dim
@@ -24,23 +24,33 @@ def normalize_dims(x: np.ndarray, dim: Any, op: str) -> tuple[int, ...] | None:
     for d in dims:
         if type(d) is not int and not is_integer(d):  # (the first test is the common case's shortcut)
             raise TypeError(f"{op}: dim must be an int or a tuple of ints, got {dim!r}")
-        if not -x.ndim <= d < builtins.max(x.ndim, 1):
+        if not -builtins.max(x.ndim, 1) <= d < builtins.max(x.ndim, 1):
             raise IndexError(f"{op}: dim {d} is out of range for a tensor of shape {x.shape}")
         out.append(int(d) % builtins.max(x.ndim, 1))
     return tuple(out)
 
 
 def normalize_dim(x: np.ndarray, dim: Any, op: str) -> int:
-    """``normalize_dims`` for an op that takes exactly one dim."""
+    """``normalize_dims`` for an op that takes exactly one dim (of a tensor that has one)."""
+    if x.ndim == 0:
+        raise IndexError(f"{op}: a 0-d tensor has no dim {dim} to {op} along")
     return normalize_dims(x, one_dim(dim, op), op)[0]
 
 
+def _one_element_row(x: Tensor, dim: Any, op: str) -> Tensor:
+    """A 0-d ``x`` as shape (1,), once ``dim`` is 0 or -1: the one-dim ops that PyTorch defines on a
+    0-d tensor (softmax, max(dim), argmax, ...) treat it as a row of one element."""
+    normalize_dims(x._data, one_dim(dim, op), op)
+    return x.reshape(1)
+
+
 def _reduced_dims(x: np.ndarray, dim: Any, op: str) -> tuple[int, ...] | None:
-    """``normalize_dims``, refusing a dim named twice (numpy's own error would not name the op)."""
+    """``normalize_dims``, refusing a dim named twice (numpy's own error would not name the op); a 0-d
+    tensor's dim 0 leaves nothing to reduce (numpy's ``axis=()``)."""
     dims = normalize_dims(x, dim, op)
     if dims is not None and len(set(dims)) != len(dims):
         raise ValueError(f"{op}: dims {tuple(dim)} name the same dim twice (tensor of shape {x.shape})")
-    return dims
+    return () if dims and x.ndim == 0 else dims
 
 
 def _resolve(x: np.ndarray, dim: Any, keepdim: bool, axis: Any, keepdims: Any, op: str):
@@ -122,6 +132,8 @@ def _along(x: Tensor, dim: Any, keepdim: bool, op: str) -> ValuesAndIndices:
     if not is_integer(dim):
         raise TypeError(f"{op}: dim must be one int (the result is (values, indices)), got {dim!r}; "
                         f"use a{op}(dim=...) for the values over several dims")
+    if x.ndim == 0:
+        return _along(_one_element_row(x, dim, op), 0, False, op)
     axis = normalize_dim(x._data, dim, op)
     if x._data.shape[axis] == 0:
         raise ValueError(f"{op}: cannot reduce dim {dim} of size 0 (tensor of shape {x.shape})")
@@ -169,6 +181,8 @@ def amin(x: Tensor, dim: Dims = None, keepdim: bool = False) -> Tensor:
 
 
 def _position_of_extreme(x: Tensor, dim: int | None, keepdim: bool, op: str) -> Tensor:
+    if x.ndim == 0 and dim is not None:
+        return _position_of_extreme(_one_element_row(x, dim, op), 0, False, op)
     axis = None if dim is None else normalize_dim(x._data, dim, op)
     find = np.argmax if op == "argmax" else np.argmin
     return Tensor.constant(np.asarray(find(x._data, axis=axis, keepdims=keepdim)))
@@ -212,6 +226,8 @@ def logsumexp(x: Tensor, dim: Dims = -1, keepdim: bool = False) -> Tensor:
 
 
 def softmax(x: Tensor, dim: int = -1) -> Tensor:
+    if x.ndim == 0:
+        return softmax(_one_element_row(x, dim, "softmax"), 0).reshape(())
     dim = normalize_dim(x._data, dim, "softmax")
     e = np.exp(x._data - _max(x._data, dim))  # +inf or an all -inf slice: nan, as in PyTorch
     y = e / e.sum(axis=dim, keepdims=True)
@@ -220,6 +236,8 @@ def softmax(x: Tensor, dim: int = -1) -> Tensor:
 
 
 def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
+    if x.ndim == 0:
+        return log_softmax(_one_element_row(x, dim, "log_softmax"), 0).reshape(())
     dim = normalize_dim(x._data, dim, "log_softmax")
     shifted = x._data - _max(x._data, dim)
     y = shifted - np.log(np.exp(shifted).sum(axis=dim, keepdims=True))

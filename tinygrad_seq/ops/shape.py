@@ -68,6 +68,8 @@ def _permuted(x: Tensor, dims: tuple[int, ...], inverse: tuple[int, ...]) -> Ten
 def transpose(x: Tensor, dim0: int = -2, dim1: int = -1) -> Tensor:
     """Swap two dims (PyTorch's meaning of transpose)."""
     d0, d1 = normalize_dims(x._data, (dim0, dim1), "transpose")
+    if x.ndim == 0:  # its dim 0 with itself, as PyTorch allows
+        return _permuted(x, (), ())
     return Tensor.from_op(np.swapaxes(x._data, d0, d1), "transpose", (x,),
                           lambda g: (np.swapaxes(g, d0, d1),))
 
