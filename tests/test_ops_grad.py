@@ -779,9 +779,10 @@ def test_sigmoid_is_silent_and_exact_where_exp_overflows_and_near_it(dtype: str)
 
 def test_sigmoid_of_integers_and_booleans_converts_them_first() -> None:
     """As PyTorch: the value is converted, then negated (an int8 -128 negated in int8 would wrap to
-    -128, and a uint8 1 to 255); the result has numpy's exp dtype. 0-d and empty inputs keep their shape."""
-    for values, dtype, result in (([-128, 0, 127], "int8", np.float16), ([1, 200], "uint8", np.float16),
-                                  ([-70000, 3], "int32", np.float64), ([True, False], "bool", np.float16)):
+    -128, and a uint8 1 to 255); the result is float32, as PyTorch's. 0-d and empty inputs keep their
+    shape."""
+    for values, dtype, result in (([-128, 0, 127], "int8", np.float32), ([1, 200], "uint8", np.float32),
+                                  ([-70000, 3], "int32", np.float32), ([True, False], "bool", np.float32)):
         x = np.array(values, dtype)
         out = ts.tensor(x).sigmoid().data
         converted = x.astype(result)

@@ -65,6 +65,47 @@ def test_mixed_precision_promotes_and_each_grad_keeps_its_inputs_dtype() -> None
     np.testing.assert_array_equal(double.grad.data, [1.0, 2.0])
 
 
+INT, F32, F64 = np.array([1, 2]), np.array([0.5, 0.25], np.float32), np.array([0.5, 0.25])
+# (spelled with lib = ts or torch, the dtype PyTorch gives): an integer meeting a float takes the float
+# tensor's dtype, or float32 with a Python float; float-valued ops of integers give float32
+PROMOTIONS = [
+    ("int + float32", lambda lib: lib.tensor(INT) + lib.tensor(F32), "float32"),
+    ("float32 * int", lambda lib: lib.tensor(F32) * lib.tensor(INT), "float32"),
+    ("int - float64", lambda lib: lib.tensor(INT) - lib.tensor(F64), "float64"),
+    ("bool * float32", lambda lib: lib.tensor(INT > 1) * lib.tensor(F32), "float32"),
+    ("int * 0.5", lambda lib: lib.tensor(INT) * 0.5, "float32"),
+    ("2.5 - int", lambda lib: 2.5 - lib.tensor(INT), "float32"),
+    ("int ** 0.5", lambda lib: lib.tensor(INT) ** 0.5, "float32"),
+    ("int / int", lambda lib: lib.tensor(INT) / lib.tensor(INT), "float32"),
+    ("int / 2", lambda lib: lib.tensor(INT) / 2, "float32"),
+    ("int + int", lambda lib: lib.tensor(INT) + lib.tensor(INT), "int64"),
+    ("int * 2", lambda lib: lib.tensor(INT) * 2, "int64"),
+    ("maximum(int, float32)", lambda lib: lib.maximum(lib.tensor(INT), lib.tensor(F32)), "float32"),
+    ("where(bool, int, 0.5)", lambda lib: lib.where(lib.tensor(INT > 1), lib.tensor(INT), 0.5), "float32"),
+    ("exp(int)", lambda lib: lib.tensor(INT).exp(), "float32"),
+    ("sqrt(int)", lambda lib: lib.tensor(INT).sqrt(), "float32"),
+    ("log(int)", lambda lib: lib.tensor(INT).log(), "float32"),
+    ("tanh(int)", lambda lib: lib.tensor(INT).tanh(), "float32"),
+    ("sigmoid(int)", lambda lib: lib.tensor(INT).sigmoid(), "float32"),
+    ("float64 * float32", lambda lib: lib.tensor(F64) * lib.tensor(F32), "float64"),
+]
+
+
+@pytest.mark.parametrize("name, call, dtype", PROMOTIONS, ids=[case[0] for case in PROMOTIONS])
+def test_integers_meeting_floats_promote_as_in_pytorch(name: str, call: object, dtype: str) -> None:
+    """numpy alone would give float64 for each float32 here: int64 with float32 (or with 0.5) is
+    float64 to numpy, so integer targets in a loss would turn a float32 model's arithmetic into float64."""
+    assert call(ts).dtype == np.dtype(dtype)
+
+
+def test_integer_promotions_match_torch() -> None:
+    torch = pytest.importorskip("torch")
+    for name, call, dtype in PROMOTIONS:
+        theirs, ours = call(torch), call(ts)
+        assert str(theirs.dtype) == f"torch.{dtype}", name
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6, err_msg=name)  # exp: 1 ulp
+
+
 def test_cast_between_float_types_carries_the_gradient_back() -> None:
     x = ts.Tensor(np.array([1.0, 2.0], np.float32), requires_grad=True)
     doubled = x.double()

@@ -30,6 +30,33 @@ def data_of(x: Any) -> Any:
     return to_array(x)
 
 
+def operands(a: Any, b: Any) -> tuple[Any, Any]:
+    """The data of a binary op's operands (``data_of``), promoted by PyTorch's rule where an integer
+    or bool meets a float: to the float tensor's dtype, or to float32 (the default) when the float is
+    a Python number. numpy alone makes float64 of int64 with float32 and of int64 with 0.5, which
+    would silently turn a float32 model's arithmetic into float64 (int targets in a loss, say)."""
+    x = a._data if isinstance(a, Tensor) else data_of(a)  # (data_of's own first test, without its call)
+    y = b._data if isinstance(b, Tensor) else data_of(b)
+    if type(x) is np.ndarray and (x.dtype is y.dtype if type(y) is np.ndarray else x.dtype.kind == "f"):
+        return x, y  # the usual cases: arrays of one dtype, a float array with a number
+    if type(x) is np.ndarray and x.dtype.kind in "biu":
+        if _is_float(y):
+            x = x.astype(y.dtype if type(y) is np.ndarray else np.float32)
+    elif type(y) is np.ndarray and y.dtype.kind in "biu" and _is_float(x):
+        y = y.astype(x.dtype if type(x) is np.ndarray else np.float32)
+    return x, y
+
+
+def _is_float(x: Any) -> bool:
+    return x.dtype.kind == "f" if isinstance(x, (np.ndarray, np.generic)) else isinstance(x, float)
+
+
+def as_float(x: np.ndarray) -> np.ndarray:
+    """``x``, or for integers and bools x in float32: what PyTorch's float-valued ops (exp, true
+    division, ...) make of an integer tensor, where numpy makes float64."""
+    return x if x.dtype.kind == "f" else x.astype(np.float32)
+
+
 def kept_for(tensor: Any, array: Any) -> Any:
     """``array`` if ``tensor`` will need it for its gradient, else None: save only what backward uses."""
     return array if getattr(tensor, "_node", None) is not None else None
@@ -93,12 +120,14 @@ def _fitting(into: np.ndarray, *operands: Any) -> np.ndarray | None:
 
 
 def add(a: Any, b: Any, *, into: np.ndarray | None = None) -> Tensor:
-    out = _broadcasting("add", np.add, data_of(a), data_of(b), into)
+    x, y = operands(a, b)
+    out = _broadcasting("add", np.add, x, y, into)
     return Tensor.from_op(out, "add", (a, b), _pass_both)
 
 
 def sub(a: Any, b: Any) -> Tensor:
-    out = _broadcasting("sub", np.subtract, data_of(a), data_of(b))
+    x, y = operands(a, b)
+    out = _broadcasting("sub", np.subtract, x, y)
     return Tensor.from_op(out, "sub", (a, b), _pass_and_negate)
 
 
@@ -132,7 +161,7 @@ class _MulBackward(SavedOperands):
 
 
 def mul(a: Any, b: Any, *, into: np.ndarray | None = None) -> Tensor:
-    x, y = data_of(a), data_of(b)
+    x, y = operands(a, b)
     return Tensor.from_op(_broadcasting("mul", np.multiply, x, y, into), "mul", (a, b),
                           _MulBackward(kept_for(a, y), kept_for(b, x)))
 
@@ -167,7 +196,9 @@ def addcmul(input: Any, tensor1: Any, tensor2: Any, *, value: float = 1,  # noqa
 
 
 def div(a: Any, b: Any) -> Tensor:
-    x, y = data_of(a), data_of(b)
+    x, y = operands(a, b)
+    if not (_is_float(x) or _is_float(y)):  # true division of integers: float32, as in PyTorch
+        x, y = as_float(np.asarray(x)), as_float(y) if type(y) is np.ndarray else y
     x_for_b = kept_for(b, x)
 
     def backward(g: np.ndarray) -> tuple:
@@ -183,7 +214,7 @@ def neg(a: Tensor) -> Tensor:
 
 def pow(a: Any, b: Any) -> Tensor:  # noqa: A001 - the operator's name
     """a ** b for a scalar or tensor exponent (and a scalar or tensor base)."""
-    x, y = data_of(a), data_of(b)
+    x, y = operands(a, b)
     out = _broadcasting("pow", np.power, x, y)
     x_for_a, x_for_b = kept_for(a, x), kept_for(b, x)
 
@@ -203,17 +234,17 @@ def pow(a: Any, b: Any) -> Tensor:  # noqa: A001 - the operator's name
 
 
 def exp(a: Tensor) -> Tensor:
-    y = np.exp(a._data)
+    y = np.exp(as_float(a._data))
     return Tensor.from_op(y, "exp", (a,), lambda g: (g * y,))
 
 
 def log(a: Tensor) -> Tensor:
-    x = a._data
+    x = as_float(a._data)
     return Tensor.from_op(np.log(x), "log", (a,), lambda g: (g / x,))
 
 
 def sqrt(a: Tensor) -> Tensor:
-    y = np.sqrt(a._data)
+    y = np.sqrt(as_float(a._data))
     return Tensor.from_op(y, "sqrt", (a,), lambda g: (g / (2 * y),))
 
 
@@ -232,7 +263,8 @@ class _TanhBackward(_SavedOutput):
 
 
 def tanh(a: Tensor, *, into: np.ndarray | None = None) -> Tensor:
-    y = np.tanh(a._data) if into is None else np.tanh(a._data, out=_fitting(into, a._data))
+    x = as_float(a._data)
+    y = np.tanh(x) if into is None else np.tanh(x, out=_fitting(into, x))
     return Tensor.from_op(y, "tanh", (a,), _TanhBackward(y))
 
 
@@ -247,10 +279,9 @@ def logistic_into(out: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def logistic(x: np.ndarray) -> np.ndarray:
-    """sigmoid on an array, in a new array of exp's result dtype (float16 up, as numpy's exp gives).
-    Integers are converted first, as PyTorch does (negating an int8 -128 would wrap)."""
-    if x.dtype.kind != "f":  # (a float's own dtype is the result's: np.result_type costs a microsecond)
-        x = x.astype(np.result_type(x.dtype, np.float16))
+    """sigmoid on an array, in a new array of its float dtype (integers in float32, as in PyTorch;
+    converted first: negating an int8 -128 would wrap)."""
+    x = as_float(x)
     with np.errstate(over="ignore"):  # see logistic_into
         return logistic_into(np.empty(x.shape, x.dtype), x)
 
@@ -276,7 +307,7 @@ def relu(a: Tensor, *, into: np.ndarray | None = None) -> Tensor:
 
 def _tie_split(op: str, ufunc: Callable, a: Any, b: Any) -> Tensor:
     """maximum / minimum: the gradient goes to the chosen input, half to each on a tie."""
-    x, y = data_of(a), data_of(b)
+    x, y = operands(a, b)
     out = _broadcasting(op, ufunc, x, y)
 
     def backward(g: np.ndarray) -> tuple:
@@ -300,7 +331,7 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     if c.dtype != np.bool_:
         raise TypeError(f"where: condition must be boolean, got {c.dtype}")
     try:
-        out = np.where(c, data_of(a), data_of(b))
+        out = np.where(c, *operands(a, b))
     except ValueError:
         raise ValueError(f"where: shapes {c.shape}, {np.shape(data_of(a))} and {np.shape(data_of(b))} "
                          "do not broadcast together") from None
