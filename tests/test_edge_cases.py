@@ -132,3 +132,37 @@ def test_0d_dims_match_torch() -> None:
         out = call(x)
         out.backward()
         assert (out.shape, out.item(), x.grad.item()) == ((), value, slope), name
+
+
+# (name, function, inputs, each input's gradient of sum(function(inputs))): PyTorch 2.13's at nan
+NAN_GRADIENTS = [
+    ("maximum", lambda lib, x, y: lib.maximum(x, y), [[NAN, 1.0, 2.0], [1.0, NAN, 2.0]],
+     [[1.0, 1.0, 0.5], [1.0, 1.0, 0.5]]),
+    ("minimum", lambda lib, x, y: lib.minimum(x, y), [[NAN, 1.0, 2.0], [1.0, NAN, 2.0]],
+     [[1.0, 1.0, 0.5], [1.0, 1.0, 0.5]]),
+    ("relu", lambda lib, x: x.relu(), [[NAN, -1.0, 2.0]], [[1.0, 0.0, 1.0]]),
+    ("abs", lambda lib, x: abs(x), [[NAN, -1.0, 0.0]], [[0.0, -1.0, 0.0]]),
+    ("max()", lambda lib, x: x.max(), [[NAN, 1.0, NAN]], [[0.5, 0.0, 0.5]]),
+    ("min()", lambda lib, x: x.min(), [[NAN, 1.0, NAN]], [[0.5, 0.0, 0.5]]),
+    ("max(dim)", lambda lib, x: x.max(0).values, [[NAN, 1.0, NAN]], [[1.0, 0.0, 0.0]]),
+    ("clip", lambda lib, x: x.clip(0, 1), [[NAN, 0.5, 2.0]], [[0.0, 1.0, 0.0]]),
+]
+
+
+def _nan_gradients(lib: object, call: Callable, inputs: list) -> list:
+    tensors = [lib.tensor(np.array(values), requires_grad=True) for values in inputs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        call(lib, *tensors).sum().backward()
+    return [t.grad.numpy().tolist() for t in tensors]
+
+
+@pytest.mark.parametrize("name, call, inputs, grads", NAN_GRADIENTS, ids=[case[0] for case in NAN_GRADIENTS])
+def test_gradients_at_nan(name: str, call: Callable, inputs: list, grads: list) -> None:
+    assert _nan_gradients(ts, call, inputs) == grads
+
+
+def test_gradients_at_nan_match_torch() -> None:
+    torch = pytest.importorskip("torch")
+    for name, call, inputs, grads in NAN_GRADIENTS:
+        assert _nan_gradients(torch, call, inputs) == grads, name

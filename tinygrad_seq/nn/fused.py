@@ -80,7 +80,8 @@ class ElmanSteps:
             np.multiply(out, out, out=slope)
             np.subtract(1, slope, out=slope)
         else:
-            np.greater(out, 0, out=slope)
+            np.less_equal(out, 0, out=slope)  # 1 where out > 0, and at nan, as the composed relu
+            np.subtract(1, slope, out=slope)
 
     def backward(self, t: int, d_out: np.ndarray, w_hh: np.ndarray, d_x_t: np.ndarray,
                  d_hidden_t: np.ndarray) -> np.ndarray:

@@ -250,7 +250,7 @@ def sqrt(a: Tensor) -> Tensor:
 
 def abs(a: Tensor) -> Tensor:  # noqa: A001
     x = a._data
-    return Tensor.from_op(np.abs(x), "abs", (a,), lambda g: (g * np.sign(x),))
+    return Tensor.from_op(np.abs(x), "abs", (a,), lambda g: (g * np.nan_to_num(np.sign(x)),))  # 0 at nan
 
 
 class _TanhBackward(_SavedOutput):
@@ -302,27 +302,28 @@ def sigmoid(a: Tensor) -> Tensor:
 
 def relu(a: Tensor, *, into: np.ndarray | None = None) -> Tensor:
     y = np.maximum(a._data, 0) if into is None else np.maximum(a._data, 0, out=_fitting(into, a._data))
-    return Tensor.from_op(y, "relu", (a,), lambda g: (g * (y > 0),))
+    return Tensor.from_op(y, "relu", (a,), lambda g: (np.where(y <= 0, 0, g),))  # g at nan, as PyTorch
 
 
-def _tie_split(op: str, ufunc: Callable, a: Any, b: Any) -> Tensor:
-    """maximum / minimum: the gradient goes to the chosen input, half to each on a tie."""
+def _tie_split(op: str, ufunc: Callable, loses: Callable, a: Any, b: Any) -> Tensor:
+    """maximum / minimum: the gradient goes to the chosen input, half to each on a tie, and all of
+    it to both where either is nan (PyTorch's rule: an input gets none only where it ``loses``)."""
     x, y = operands(a, b)
     out = _broadcasting(op, ufunc, x, y)
 
     def backward(g: np.ndarray) -> tuple:
         half_on_tie = np.where(x == y, g / 2, g)
-        return np.where(out != x, 0, half_on_tie), np.where(out != y, 0, half_on_tie)
+        return np.where(loses(x, y), 0, half_on_tie), np.where(loses(y, x), 0, half_on_tie)
 
     return Tensor.from_op(out, op, (a, b), backward)
 
 
 def maximum(a: Any, b: Any) -> Tensor:
-    return _tie_split("maximum", np.maximum, a, b)
+    return _tie_split("maximum", np.maximum, np.less, a, b)
 
 
 def minimum(a: Any, b: Any) -> Tensor:
-    return _tie_split("minimum", np.minimum, a, b)
+    return _tie_split("minimum", np.minimum, np.greater, a, b)
 
 
 def where(condition: Any, a: Any, b: Any) -> Tensor:

@@ -113,6 +113,8 @@ def _extreme(x: Tensor, dim: Any, keepdim: bool, axis: Any, keepdims: Any, op: s
 
     def backward(g: np.ndarray) -> tuple:
         chosen = data == kept
+        if dims is None and op in ("max", "min"):  # PyTorch's max() of a tensor with nans: the nans share
+            chosen |= np.isnan(data) & np.isnan(kept)
         share = chosen / chosen.sum(axis=dims, keepdims=True)
         return (_restore_dims(g, dims, keep) * share,)
 
