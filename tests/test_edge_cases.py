@@ -166,3 +166,19 @@ def test_gradients_at_nan_match_torch() -> None:
     torch = pytest.importorskip("torch")
     for name, call, inputs, grads in NAN_GRADIENTS:
         assert _nan_gradients(torch, call, inputs) == grads, name
+
+
+def test_an_empty_dim_tuple_reduces_every_dim_as_in_pytorch() -> None:
+    """numpy's axis=() keeps its meaning (nothing reduced)."""
+    x = ts.tensor(np.arange(6.0).reshape(2, 3))
+    assert [x.sum(dim=()).item(), x.mean(dim=[]).item(), x.amax(dim=()).item(), x.amin(dim=()).item()] == [
+        15.0, 2.5, 5.0, 0.0]
+    assert x.sum(dim=(), keepdim=True).shape == (1, 1) and x.sum(axis=()).shape == (2, 3)
+
+
+def test_an_empty_dim_tuple_reduces_every_dim_in_torch_too() -> None:
+    torch = pytest.importorskip("torch")
+    x = torch.arange(6.0, dtype=torch.float64).reshape(2, 3)
+    assert [x.sum(dim=()).item(), x.mean(dim=[]).item(), x.amax(dim=()).item(), x.amin(dim=()).item()] == [
+        15.0, 2.5, 5.0, 0.0]
+    assert x.sum(dim=(), keepdim=True).shape == (1, 1)

@@ -54,8 +54,12 @@ def _reduced_dims(x: np.ndarray, dim: Any, op: str) -> tuple[int, ...] | None:
 
 
 def _resolve(x: np.ndarray, dim: Any, keepdim: bool, axis: Any, keepdims: Any, op: str):
+    """The dims to reduce and keepdim, from PyTorch's arguments or numpy's. ``dim=()`` reduces every
+    dim, as in PyTorch; numpy's ``axis=()`` none."""
     if axis is not None:
         dim = axis
+    elif type(dim) in (tuple, list) and not dim:
+        dim = None
     if keepdims is not None:
         keepdim = keepdims
     return _reduced_dims(x, dim, op), bool(keepdim)
