@@ -182,6 +182,34 @@ def test_clip(low: float | None, high: float | None, shape: tuple, data: st.Data
     np.testing.assert_array_equal(out.data, np.clip(x, low, high))
 
 
+@given(shapes=hnp.mutually_broadcastable_shapes(num_shapes=3, max_dims=3, max_side=3), seed=SEEDS)
+def test_clip_with_tensor_bounds(shapes: hnp.BroadcastableShapes, seed: int) -> None:
+    """Bounds of their own shapes, broadcasting, min > max in places; each gets its gradient (kept away
+    from the kinks, where x meets a bound or the bounds meet)."""
+    rng = np.random.default_rng(seed)
+    x, low, high = (rng.uniform(-2, 2, shape) for shape in shapes.input_shapes)
+    assume(min(np.abs(x - low).min(), np.abs(x - high).min(), np.abs(low - high).min()) > 1e-3)
+    (out,) = assert_grads_match(lambda t, lo, hi: t.clip(lo, hi), [x, low, high])
+    np.testing.assert_array_equal(out.data, np.minimum(np.maximum(x, low), high))
+    assert_grads_match(lambda t, lo: ts.clip(t, min=lo), [x, low])
+
+
+def test_clip_bounds_get_pytorchs_gradients_at_ties_and_crossings() -> None:
+    """Values from torch.clamp: x gets g where min <= x <= max; min where x < min < max; max where
+    x > max or min > max (and a tie of the bounds below x passes nothing, as in PyTorch)."""
+    x = ts.tensor(np.array([-1.0, 0.5, 2.0, 0.7, 0.3, 0.2, 0.5]), requires_grad=True)
+    low = ts.tensor(np.array([0.0, 0.0, 0.0, 0.8, 0.5, 0.5, 0.3]), requires_grad=True)
+    high = ts.tensor(np.array([1.0, 1.0, 1.0, 0.6, 0.6, 0.5, 0.5]), requires_grad=True)
+    out = x.clip(low, high)
+    np.testing.assert_array_equal(out.numpy(), [0.0, 0.5, 1.0, 0.6, 0.5, 0.5, 0.5])
+    out.backward(np.arange(1.0, 8.0))
+    np.testing.assert_array_equal(x.grad.numpy(), [0, 2, 0, 0, 0, 0, 7])
+    np.testing.assert_array_equal(low.grad.numpy(), [1, 0, 0, 0, 5, 0, 0])
+    np.testing.assert_array_equal(high.grad.numpy(), [0, 0, 3, 4, 0, 0, 0])
+    with pytest.raises(ValueError, match=r"clip: shapes \(7,\), \(2,\) \(min\) and \(\) \(max\) do not"):
+        x.clip(ts.zeros(2), ts.tensor(1.0))
+
+
 # -- matmul ------------------------------------------------------------------------------------
 
 

@@ -63,6 +63,14 @@ def test_ints_beside_index_arrays_select_first_as_in_torch(index: tuple, rng: np
     _assert_matches_torch(lambda lib, x: x[index], [rng.standard_normal((2, 3, 4))], rtol=0)
 
 
+def test_clamp_with_tensor_bounds_matches_torch(rng: np.random.Generator) -> None:
+    x = rng.uniform(-2, 2, (4, 3))
+    x[0, 0], x[1, 1] = 0.25, 1.5  # ties with the bounds below
+    low, high = np.array([0.25, -0.5, 0.0]), np.array([[1.0], [1.5], [-1.0], [0.5]])  # row 2: min > max
+    _assert_matches_torch(lambda lib, t, lo, hi: lib.clamp(t, lo, hi), [x, low, high], rtol=0)
+    _assert_matches_torch(lambda lib, t, lo: lib.clamp(t, min=lo), [x, low], rtol=0)
+
+
 def test_narrow_matches_torch(rng: np.random.Generator) -> None:
     _assert_matches_torch(lambda lib, x: [x.narrow(1, 1, 2), lib.narrow(x, -1, -3, 3), x.narrow(0, 0, 0)],
                           [rng.standard_normal((3, 4))])

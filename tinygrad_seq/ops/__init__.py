@@ -59,6 +59,7 @@ from .shape import (
 )
 
 concatenate = cat
+clamp = clip  # PyTorch's name
 
 
 def _reflected(op: Any) -> Any:
@@ -90,7 +91,7 @@ Tensor.T = property(T, doc="All dims reversed (the matrix transpose for 2-D).")
 Tensor.__hash__ = object.__hash__  # defining __eq__ above would otherwise unset it
 
 __all__ = ["abs", "add", "addcmul", "addmm", "amax", "amin", "argmax", "argmin", "broadcast_to", "cast",
-           "cat", "chunk", "clip", "concatenate",
+           "cat", "chunk", "clamp", "clip", "concatenate",
            "div", "eq", "exp", "expand", "flatten", "ge", "getitem", "gt", "le", "log", "log_softmax",
            "logsumexp", "lt", "matmul", "max", "maximum", "mean", "min", "minimum", "mul", "narrow", "ne",
            "neg", "permute", "pow", "relu", "reshape", "sigmoid", "softmax", "split", "sqrt", "squeeze",

@@ -339,17 +339,34 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     return Tensor.from_op(out, "where", (a, b), lambda g: (np.where(c, g, 0), np.where(c, 0, g)))
 
 
-def clip(a: Tensor, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
-    """Clamp into [min, max]; the gradient passes where min <= x <= max (PyTorch's clamp)."""
-    x = a._data
+def clip(a: Tensor, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
+    """Clamp into [min, max], PyTorch's clamp: the bounds are numbers or tensors (broadcasting), and
+    where min > max the result is max. The gradient passes to x where min <= x <= max, to min where
+    x < min < max, and to max where x > max or min > max (PyTorch's rules, ties included)."""
     if min is None and max is None:
         raise ValueError("clip: give at least one of min and max")
-    inside = np.ones(x.shape, bool)
-    if min is not None:
-        inside &= x >= min
-    if max is not None:
-        inside &= x <= max
-    return Tensor.from_op(np.clip(x, min, max), "clip", (a,), lambda g: (g * inside,))
+    x = a._data
+    lo, hi = (None if bound is None else data_of(bound) for bound in (min, max))
+    try:
+        out = np.clip(x, lo, hi)
+    except ValueError:
+        raise ValueError(f"clip: shapes {x.shape}, {np.shape(lo)} (min) and {np.shape(hi)} (max) do not "
+                         "broadcast together") from None
+    inside = np.ones(x.shape, bool) if lo is None else x >= lo  # what x's gradient needs: a mask
+    if hi is not None:
+        inside = inside & (x <= hi)  # (not &=: a bound may broadcast x up)
+    wants_min, wants_max = kept_for(min, lo) is not None, kept_for(max, hi) is not None
+    saved = x if wants_min or wants_max else None  # the bounds' gradients need x itself
+
+    def backward(g: np.ndarray) -> tuple:
+        grad_min = grad_max = None
+        if wants_min:
+            grad_min = np.where((saved < lo) & (True if hi is None else lo < hi), g, 0)
+        if wants_max:
+            grad_max = np.where((saved > hi) | (False if lo is None else lo > hi), g, 0)
+        return np.where(inside, g, 0), grad_min, grad_max
+
+    return Tensor.from_op(out, "clip", (a, min, max), backward)
 
 
 def cast(a: Tensor, dtype: Any) -> Tensor:
