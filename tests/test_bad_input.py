@@ -236,3 +236,32 @@ def test_list_operands_follow_the_constructor_dtype_rule() -> None:
     a = ts.ones(2)
     assert (a + [1.0, 2.0]).dtype == np.float32
     assert (a + ts.tensor([1.0, 2.0])).dtype == np.float32
+
+
+# -- gradients assigned by hand -------------------------------------------------------------------------
+
+
+def test_a_gradient_of_another_shape_or_dtype_is_refused_where_it_is_set() -> None:
+    """It was stored, and the optimizer's next step then reshaped (3, 1) to (3, 3) or made it float64."""
+    param = ts.nn.Parameter(np.ones((3, 1), np.float32))
+    _raises(ValueError, lambda: setattr(param, "grad", ts.ones(3)), "Tensor.grad", "shape (3,)", "(3, 1)")
+    _raises(ValueError, lambda: setattr(param, "grad", ts.ones(3, 1, dtype=np.float64)), "dtype float64",
+            "float32")
+    _raises(TypeError, lambda: setattr(param, "grad", np.ones((3, 1), np.float32)), "Tensor.grad", "ndarray")
+    param.grad = ts.ones(3, 1)
+    ts.optim.SGD([param], lr=0.5).step()
+    np.testing.assert_array_equal(param.numpy(), np.full((3, 1), 0.5))
+    param.grad = None
+    assert param.grad is None
+
+
+def test_a_plain_tensor_cannot_replace_a_parameter() -> None:
+    """It was stored as an attribute and the parameter silently left parameters(), the optimizer and
+    the state dict; PyTorch refuses it too. None still declares the parameter absent."""
+    layer = ts.nn.Linear(2, 2)
+    _raises(TypeError, lambda: setattr(layer, "weight", ts.randn(2, 2)), "Linear", "Tensor", "'weight'",
+            "weight.data")
+    _raises(TypeError, lambda: setattr(layer, "weight", 5), "int")
+    assert list(layer.state_dict()) == ["weight", "bias"]
+    layer.bias = None
+    assert list(layer.state_dict()) == ["weight"] and layer.bias is None

@@ -44,14 +44,14 @@ def to_array(data: Any, dtype: Any = None) -> np.ndarray:
 class Tensor:
     """An n-dimensional array that records the ops applied to it, for ``backward()``."""
 
-    __slots__ = ("_data", "_node", "grad", "_name", "__weakref__")
+    __slots__ = ("_data", "_node", "_grad", "_name", "__weakref__")
     __array_priority__ = 1000  # ndarray (op) Tensor defers to Tensor's reflected operator
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None,
                  name: str | None = None) -> None:
         self._data = _readonly(to_array(data, dtype))
         self._node: Node | None = None
-        self.grad: Tensor | None = None
+        self._grad: Tensor | None = None
         self._name = name
         if requires_grad:
             self.requires_grad_(True)
@@ -102,7 +102,7 @@ class Tensor:
         result = cls.__new__(cls)
         result._data = array
         result._node = None
-        result.grad = None
+        result._grad = None
         result._name = None
         return result
 
@@ -213,6 +213,23 @@ class Tensor:
         return self
 
     @property
+    def grad(self) -> Tensor | None:
+        """The gradient backward left here (None until then)."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: Tensor | None) -> None:
+        """As PyTorch: a gradient of another shape or dtype is refused here, where it is set, rather
+        than reshaping or retyping the parameter at the optimizer's next step."""
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"Tensor.grad: expected a Tensor or None, got {type(value).__name__}")
+            if value._data.shape != self._data.shape or value._data.dtype != self._data.dtype:
+                raise ValueError(f"Tensor.grad: a gradient of shape {value.shape} and dtype {value.dtype} "
+                                 f"for a tensor of shape {self.shape} and dtype {self.dtype} (must match)")
+        self._grad = value
+
+    @property
     def is_leaf(self) -> bool:
         return self._node is None or self._node.is_leaf
 
@@ -272,8 +289,8 @@ class Tensor:
     def _accumulate_grad(self, grad: np.ndarray) -> None:
         """Called by the engine: add ``grad`` into ``.grad`` (a new read-only array, or ``grad`` itself
         frozen: the engine never writes into a gradient it has handed on)."""
-        total = grad if self.grad is None else self.grad._data + grad
-        self.grad = Tensor._wrap(np.asarray(total))  # asarray: 0-d arithmetic gives numpy scalars
+        total = grad if self._grad is None else self._grad._data + grad
+        self._grad = Tensor._wrap(np.asarray(total))  # asarray: 0-d arithmetic gives numpy scalars
 
     def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
         """Compute d(self)/d(leaf) for every leaf that requires grad and add it to ``leaf.grad``."""

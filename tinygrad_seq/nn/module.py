@@ -64,6 +64,10 @@ class Module:
             value._scope_name = name
             self._modules[name] = value
         else:
+            if name in self._parameters and value is not None:  # it would drop out of parameters() unseen
+                raise TypeError(f"{type(self).__name__}: cannot assign a {type(value).__name__} as parameter "
+                                f"{name!r} (a Parameter or None expected; to change its values, assign "
+                                f"{name}.data)")
             self._parameters.pop(name, None)
             self._modules.pop(name, None)
         object.__setattr__(self, name, value)
