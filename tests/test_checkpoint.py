@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import tinygrad_seq as ts
-from tinygrad_seq import checkpoint, optim
+from tinygrad_seq import files, optim
 
 
 class TinyModel(ts.nn.Module):
@@ -166,7 +166,7 @@ def test_save_killed_halfway_through_writing_keeps_the_old_checkpoint(tmp_path, 
         written.append(Path(file.name).read_bytes())
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoint, "_write_synced", interrupted)
+    monkeypatch.setattr(files, "write_synced", interrupted)
     with pytest.raises(KeyboardInterrupt):
         ts.save({"a": np.ones(1000)}, path)
     assert len(written) == 1 and 0 < len(written[0]) < 8000  # half a file did reach the disk

@@ -443,9 +443,11 @@ def test_one_blas_thread_unless_the_user_chose(monkeypatch: pytest.MonkeyPatch) 
 @pytest.mark.parametrize("error, code, message", [
     (MemoryError("596 GiB"), 2, "out of memory (596 GiB); choose smaller sizes"),
     (KeyboardInterrupt(), 130, "interrupted"),
+    (OSError(28, "No space left on device", "out/demo_sample.txt"), 2,
+     "could not write the outputs: No space left on device: out/demo_sample.txt"),
 ])
-def test_out_of_memory_and_ctrl_c_are_one_line(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
-                                               error: BaseException, code: int, message: str) -> None:
+def test_fatal_errors_are_one_line(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+                                     error: BaseException, code: int, message: str) -> None:
     """Faked: a real 600 GiB request would succeed lazily where memory is overcommitted."""
     def fail(*args: object, **kwargs: object) -> None:
         raise error

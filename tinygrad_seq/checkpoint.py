@@ -7,15 +7,13 @@ strings, tuples and the optimizer's hyper-parameters, is JSON in the header's st
 as a tagged tree that restores the exact structure (int keys stay ints).  Loading parses
 data only, so an untrusted file cannot run code.
 
-Saves are atomic: the bytes go to a temporary file in the target's directory, are fsynced, and
-``os.replace`` swaps it in, so a crash mid-save leaves the previous checkpoint intact.
+Saves are atomic (``files.atomic_write``): a crash mid-save leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from .files import atomic_write, check_folder
 from .tensor import Tensor
 
 SEPARATOR = "/"
@@ -107,39 +106,6 @@ def _decoded(node: Any, tensors: Mapping[str, np.ndarray]) -> Any:
 # -- writing -------------------------------------------------------------------------------------
 
 
-def _write_synced(file: Any, payload: bytes) -> None:
-    """Write all of ``payload`` and force it to disk before the rename makes it visible."""
-    file.write(payload)
-    file.flush()
-    os.fsync(file.fileno())
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Persist the rename itself (a no-op where directories cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, payload: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            _write_synced(file, payload)
-        os.replace(temporary, path)
-    except BaseException:  # interrupted too: never leave the temporary file behind
-        temporary.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
 def save(obj: Mapping[str, Any], path: PathLike) -> None:
     """Write a state dict (flat ``{name: array}``) or a nested dict of them, e.g.
     ``{"model": model.state_dict(), "optimizer": opt.state_dict(), "step": 3}``, to ``path``."""
@@ -147,10 +113,12 @@ def save(obj: Mapping[str, Any], path: PathLike) -> None:
         hint = " (save its .state_dict())" if hasattr(obj, "state_dict") else ""
         raise TypeError(f"ts.save: expected a dict (a state dict or a nested dict of them), "
                         f"got {type(obj).__name__}{hint}")
+    path = Path(path)
+    check_folder(path, "ts.save")
     tensors: dict[str, np.ndarray] = {}
     structure = _encode(obj, (), tensors)
     metadata = {_FORMAT_KEY: _FORMAT_VERSION, _STRUCTURE_KEY: json.dumps(structure)}
-    _atomic_write(Path(path), safetensors.numpy.save(tensors, metadata=metadata))
+    atomic_write(path, safetensors.numpy.save(tensors, metadata=metadata))
 
 
 # -- reading -------------------------------------------------------------------------------------

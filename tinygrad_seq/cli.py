@@ -57,10 +57,13 @@ def user_input(what: str) -> Iterator[None]:
     try:
         yield
     except OSError as err:
-        reason = f"{err.strerror}: {err.filename}" if err.strerror and err.filename else str(err)
-        raise CliError(f"{what}: {reason}") from err
+        raise CliError(f"{what}: {_reason(err)}") from err
     except (ValueError, ts.viz.RenderError) as err:
         raise CliError(f"{what}: {err}") from err
+
+
+def _reason(err: OSError) -> str:
+    return f"{err.strerror}: {err.filename}" if err.strerror and err.filename else str(err)
 
 
 def error_table(report: Any) -> list[str]:
@@ -415,6 +418,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except MemoryError as err:  # sizes the user chose: --hidden, --layers, --steps, --batch ...
         print(f"tinygrad-seq {args.command}: out of memory ({err}); choose smaller sizes", file=sys.stderr)
+        return 2
+    except OSError as err:  # writing the outputs: a full disk, say (each file is written whole or not at all)
+        print(f"tinygrad-seq {args.command}: could not write the outputs: {_reason(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"tinygrad-seq {args.command}: interrupted", file=sys.stderr)

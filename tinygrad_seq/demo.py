@@ -7,6 +7,7 @@ checkpoint: every piece of the library a user needs, on text every Python instal
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from .charlm import (
     zen_of_python,
 )
 from .cli import DEMO_CHECKPOINT_NAME, command, error_table
+from .files import atomic_write
 
 
 def bar(value: float, top: float, width: int = 40) -> str:
@@ -52,7 +54,7 @@ def run_demo(out_dir: str = "tinygrad_seq_out", steps: int = 300, seed: int = 0,
     print("[2/4] sampling at temperature 0.8:")
     text_out = sample(model, vocab, "Beautiful", 160, 0.8, rng)
     print("  " + text_out.replace("\n", "\n  "))
-    (out / "demo_sample.txt").write_text(text_out)
+    atomic_write(out / "demo_sample.txt", text_out.encode("utf-8"))
 
     print("[3/4] gradient check of a small float64 twin against finite differences:")
     twin = CharModel(len(vocab), 6, embed=4).double()
@@ -100,8 +102,10 @@ def run_demo(out_dir: str = "tinygrad_seq_out", steps: int = 300, seed: int = 0,
     except ImportError:
         print("  skipped the gradient-flow plot: matplotlib is not installed "
               "(pip install 'tinygrad_seq[cli]')")
-    np.savetxt(out / "demo_gradient_flow.csv", np.column_stack([np.arange(window), norms]), delimiter=",",
-               header="t,grad_norm", comments="")
+    table = io.StringIO()
+    np.savetxt(table, np.column_stack([np.arange(window), norms]), delimiter=",", header="t,grad_norm",
+               comments="")
+    atomic_write(out / "demo_gradient_flow.csv", table.getvalue().encode("utf-8"))
     checkpoint = out / DEMO_CHECKPOINT_NAME
     save_checkpoint(checkpoint, model, optimizer, vocab,
                     {"steps": steps, "window": window, "seed": seed, "prime": "Beautiful"})

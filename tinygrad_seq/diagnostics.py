@@ -14,6 +14,7 @@ every ``.grad`` they touch is put back. They do run the user's tensor hooks.
 from __future__ import annotations
 
 import copy
+import io
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import numpy as np
 from . import creation, provenance
 from .autograd import Node, enable_grad, no_grad, observe_backward, run_backward, topological_order
 from .checks import is_integer
+from .files import atomic_write, check_folder
 from .nn.module import Module
 from .nn.rnn import GRU, GRU_GATES, LSTM, LSTM_GATES, RNN, GRUCell, LSTMCell, RNNCell
 from .provenance import Provenance
@@ -458,7 +460,7 @@ def plot_gradient_flow(norms: Any, path: str | Path) -> Any:
         axes.plot(np.arange(len(values)), np.where(values > 0, values, np.nan), marker=".", label=label)
     axes.set(yscale="log", xlabel="time step t", ylabel="||dL/dh_t||", title="gradient flow through time")
     axes.legend()
-    figure.savefig(path)
+    _save_figure(figure, path, "plot_gradient_flow")
     return figure
 
 
@@ -483,5 +485,15 @@ def plot_jacobian_spectrum(spectrum: JacobianSpectrum, path: str | Path) -> Any:
     weight_axes.set_xticks(range(len(names)), names)
     weight_axes.axhline(1.0, color="black", linewidth=0.8)
     weight_axes.set(xlabel="gate block of W_hh", title="W_hh singular values (x: spectral radius)")
-    figure.savefig(path)
+    _save_figure(figure, path, "plot_jacobian_spectrum")
     return figure
+
+
+def _save_figure(figure: Any, path: str | Path, op: str) -> None:
+    """``figure.savefig(path)``, written whole or not at all (``files.atomic_write``); the format from
+    the suffix, as matplotlib infers it (png without one)."""
+    path = Path(path)
+    check_folder(path, op)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=path.suffix.lstrip(".").lower() or None)
+    atomic_write(path, buffer.getvalue())

@@ -61,6 +61,7 @@ from . import provenance
 from .autograd import Node, observe_backward, topological_order
 from .checks import is_integer
 from .diagnostics import observed_backward
+from .files import atomic_write, check_folder
 from .nn.module import Parameter
 from .tensor import Tensor
 
@@ -878,11 +879,7 @@ def save(graph_or_roots: Any, path: str | Path, **draw_options: Any) -> Path:
     if fmt not in SAVE_FORMATS:
         raise ValueError(f"save: cannot infer the format from {str(path)!r}; use a suffix from "
                          f"{', '.join('.' + f for f in SAVE_FORMATS)}")
-    if not path.parent.is_dir():  # before drawing and rendering, which can take a while
-        missing = not path.parent.exists()
-        raise (FileNotFoundError if missing else NotADirectoryError)(
-            f"save({str(path)!r}): {str(path.parent)!r} "
-            f"{'does not exist' if missing else 'is not a folder'}; create the folder first")
+    check_folder(path, "save")  # before drawing and rendering, which can take a while
     if isinstance(graph_or_roots, graphviz.Digraph):
         if draw_options:
             raise TypeError(f"save: draw options {sorted(draw_options)} only apply when passing roots, "
@@ -891,7 +888,7 @@ def save(graph_or_roots: Any, path: str | Path, **draw_options: Any) -> Path:
     else:
         graph = draw(graph_or_roots, **draw_options)
     if fmt in ("dot", "gv"):
-        path.write_text(graph.source, encoding="utf-8")
+        atomic_write(path, graph.source.encode("utf-8"))
         return path
     try:
         if shutil.which("dot") is None:
@@ -899,8 +896,8 @@ def save(graph_or_roots: Any, path: str | Path, **draw_options: Any) -> Path:
         rendered = graph.pipe(format=fmt)
     except (graphviz.ExecutableNotFound, graphviz.CalledProcessError, BrokenPipeError) as err:
         source_path = _fallback_path(path, graph.source)
-        source_path.write_text(f"{graph.source}{_FALLBACK_MARK}: {_plain(path.name)} could not be rendered\n",
-                               encoding="utf-8")
+        atomic_write(source_path, f"{graph.source}{_FALLBACK_MARK}: {_plain(path.name)} could not be "
+                                  "rendered\n".encode())
         saved = (f"The DOT source was written to {str(source_path)!r} instead (render it later with "
                  f"`dot -T{fmt} {source_path} -o {path}`).")
         if isinstance(err, graphviz.ExecutableNotFound):
@@ -914,7 +911,7 @@ def save(graph_or_roots: Any, path: str | Path, **draw_options: Any) -> Path:
                 (err.stderr or b"").decode(errors="replace").strip() or "no message")
         raise RenderError(f"save({str(path)!r}): the Graphviz 'dot' program failed to render .{fmt} "
                           f"({reason}). {saved}") from None
-    path.write_bytes(rendered)
+    atomic_write(path, rendered)
     return path
 
 
