@@ -265,3 +265,30 @@ def test_a_plain_tensor_cannot_replace_a_parameter() -> None:
     assert list(layer.state_dict()) == ["weight", "bias"]
     layer.bias = None
     assert list(layer.state_dict()) == ["weight"] and layer.bias is None
+
+
+def test_joining_needs_tensors_and_promotes_integers_as_pytorch() -> None:
+    _raises(TypeError, lambda: ts.cat([ts.ones(2), np.ones(2)]), "cat:", "ndarray at position 1")
+    _raises(TypeError, lambda: ts.stack([ts.ones(2), None]), "stack:", "NoneType at position 1")
+    assert ts.cat([ts.tensor([1]), ts.ones(1)]).dtype == np.float32  # numpy alone: float64
+    assert ts.stack([ts.tensor([1]), ts.ones(1, dtype=np.float64)]).dtype == np.float64
+    assert ts.cat([ts.tensor([1]), ts.tensor([True])]).dtype == np.int64
+
+
+def test_reductions_refuse_conflicting_or_odd_arguments() -> None:
+    """Both PyTorch's and numpy's spellings at once were resolved silently (axis won)."""
+    x = ts.ones(2, 3)
+    _raises(TypeError, lambda: x.sum(dim=0, axis=1), "sum:", "dim=0", "axis=1")
+    _raises(TypeError, lambda: x.mean(0, keepdim=True, keepdims=False), "mean:", "keepdim=True",
+            "keepdims=False")
+    _raises(TypeError, lambda: x.amax(0, keepdim="x"), "amax:", "True or False", "'x'")
+    assert x.sum(axis=1, keepdims=True).shape == (2, 1) and x.sum(0, keepdim=np.True_).shape == (1, 3)
+
+
+def test_softmax_family_of_integers_is_float32() -> None:
+    """It overflowed: the max of an int tensor with -inf as numpy's initial value."""
+    x = ts.tensor([1, 2, 3])
+    for op in ("softmax", "log_softmax", "logsumexp"):
+        out = getattr(x, op)(0)
+        assert out.dtype == np.float32, op
+    np.testing.assert_allclose(x.softmax(0).numpy(), np.exp([1, 2, 3]) / np.exp([1, 2, 3]).sum(), rtol=1e-6)

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..checks import is_integer, one_dim
 from ..tensor import Tensor
+from .elementwise import as_float
 
 Dims = int | tuple[int, ...] | None
 
@@ -57,11 +58,17 @@ def _resolve(x: np.ndarray, dim: Any, keepdim: bool, axis: Any, keepdims: Any, o
     """The dims to reduce and keepdim, from PyTorch's arguments or numpy's. ``dim=()`` reduces every
     dim, as in PyTorch; numpy's ``axis=()`` none."""
     if axis is not None:
+        if dim is not None:
+            raise TypeError(f"{op}: got dim={dim!r} and numpy's axis={axis!r}; give one of them")
         dim = axis
     elif type(dim) in (tuple, list) and not dim:
         dim = None
     if keepdims is not None:
+        if keepdim and keepdims is not keepdim:
+            raise TypeError(f"{op}: got keepdim={keepdim!r} and keepdims={keepdims!r}; give one of them")
         keepdim = keepdims
+    if not isinstance(keepdim, (bool, np.bool_)):
+        raise TypeError(f"{op}: keepdim must be True or False, got {keepdim!r}")
     return _reduced_dims(x, dim, op), bool(keepdim)
 
 
@@ -222,7 +229,7 @@ def _peak(x: np.ndarray, dims: Any) -> np.ndarray:
 
 def logsumexp(x: Tensor, dim: Dims = -1, keepdim: bool = False) -> Tensor:
     dims = _reduced_dims(x._data, dim, "logsumexp")
-    data = x._data
+    data = as_float(x._data)  # as exp's: integers in float32
     peak = _peak(data, dims)
     with np.errstate(divide="ignore"):  # an all -inf slice sums to 0: log gives the right -inf
         kept = np.log(np.exp(data - peak).sum(axis=dims, keepdims=True)) + peak
@@ -234,8 +241,8 @@ def logsumexp(x: Tensor, dim: Dims = -1, keepdim: bool = False) -> Tensor:
 def softmax(x: Tensor, dim: int = -1) -> Tensor:
     if x.ndim == 0:
         return softmax(_one_element_row(x, dim, "softmax"), 0).reshape(())
-    dim = normalize_dim(x._data, dim, "softmax")
-    e = np.exp(x._data - _max(x._data, dim))  # +inf or an all -inf slice: nan, as in PyTorch
+    dim, data = normalize_dim(x._data, dim, "softmax"), as_float(x._data)
+    e = np.exp(data - _max(data, dim))  # +inf or an all -inf slice: nan, as in PyTorch
     y = e / e.sum(axis=dim, keepdims=True)
     return Tensor.from_op(y, "softmax", (x,),
                           lambda g: (y * (g - (g * y).sum(axis=dim, keepdims=True)),))
@@ -244,8 +251,8 @@ def softmax(x: Tensor, dim: int = -1) -> Tensor:
 def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
     if x.ndim == 0:
         return log_softmax(_one_element_row(x, dim, "log_softmax"), 0).reshape(())
-    dim = normalize_dim(x._data, dim, "log_softmax")
-    shifted = x._data - _max(x._data, dim)
+    dim, data = normalize_dim(x._data, dim, "log_softmax"), as_float(x._data)
+    shifted = data - _max(data, dim)
     y = shifted - np.log(np.exp(shifted).sum(axis=dim, keepdims=True))
     return Tensor.from_op(y, "log_softmax", (x,),
                           lambda g: (g - np.exp(y) * g.sum(axis=dim, keepdims=True),))

@@ -239,6 +239,23 @@ def _narrowing(dim: int, start: int, length: int, shape: tuple, dtype: np.dtype)
 # -- joining and splitting --------------------------------------------------------------------
 
 
+def _join_inputs(op: str, tensors: Sequence[Tensor]) -> tuple[list[Tensor], np.dtype | None]:
+    """``tensors`` as a list, each checked to be a Tensor, and the dtype to join them in: None if they
+    share one, else PyTorch's, where an integer meeting a float takes the floats' dtype (numpy would
+    make float64 of int64 with float32)."""
+    tensors = list(tensors)
+    dtypes = set()
+    for position, tensor in enumerate(tensors):
+        if not isinstance(tensor, Tensor):
+            raise TypeError(f"{op}: expected a sequence of Tensors, got a {type(tensor).__name__} at "
+                            f"position {position}")
+        dtypes.add(tensor._data.dtype)
+    if len(dtypes) < 2:
+        return tensors, None
+    floats = [dtype for dtype in dtypes if dtype.kind == "f"]
+    return tensors, np.result_type(*(floats or dtypes))
+
+
 def _check_join(op: str, tensors: Sequence[Tensor], dim: int, same_dim: bool) -> None:
     if len(tensors) == 0:
         raise ValueError(f"{op}: expected a non-empty sequence of tensors")
@@ -255,11 +272,11 @@ def _check_join(op: str, tensors: Sequence[Tensor], dim: int, same_dim: bool) ->
 
 
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
-    tensors = list(tensors)
+    tensors, dtype = _join_inputs("cat", tensors)
     if tensors:  # normalize first: the shape check skips dim by its non-negative position
         dim = normalize_dim(tensors[0]._data, dim, "cat")
     _check_join("cat", tensors, dim, same_dim=True)
-    return _cat_node(np.concatenate([t._data for t in tensors], axis=dim), tensors, dim)
+    return _cat_node(np.concatenate([t._data for t in tensors], axis=dim, dtype=dtype), tensors, dim)
 
 
 def catted(tensors: Sequence[Tensor], out: np.ndarray, dim: int) -> Tensor:
@@ -274,7 +291,7 @@ def _cat_node(out: np.ndarray, tensors: Sequence[Tensor], dim: int) -> Tensor:
 
 
 def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
-    tensors = list(tensors)
+    tensors, dtype = _join_inputs("stack", tensors)
     _check_join("stack", tensors, -1, same_dim=False)
     ndim, dim = tensors[0].ndim + 1, one_dim(dim, "stack")
     if not -ndim <= dim < ndim:
@@ -282,7 +299,8 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     dim %= ndim
     lead = (slice(None),) * dim
     # np.stack's own recipe, without its argument checks (done above): a new axis, then concatenate
-    return _stack_node(np.concatenate([t._data[lead + (None,)] for t in tensors], axis=dim), tensors, lead)
+    return _stack_node(np.concatenate([t._data[lead + (None,)] for t in tensors], axis=dim, dtype=dtype),
+                       tensors, lead)
 
 
 def stacked(tensors: Sequence[Tensor], out: np.ndarray) -> Tensor:
