@@ -279,3 +279,16 @@ def test_fused_layer_without_a_state_records_none_and_equals_explicit_zeros(kind
         results.append([out.data, x.grad.data, *(p.grad.data for p in layer.parameters())])
     for without, given in zip(*results, strict=True):
         np.testing.assert_array_equal(without, given)
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_an_empty_batch_runs_as_in_the_composed_layer(kind: str) -> None:
+    """Batch 0 failed in a reshape with -1 (and a chunk size divided by the batch)."""
+    for fused in (False, True):
+        layer = getattr(ts.nn, kind)(3, 4, bidirectional=True, fused=fused)
+        x = ts.randn(5, 0, 3, requires_grad=True)
+        with ts.viz.record_grad_norms():  # the per-step norms of an empty batch, too
+            out, _ = layer(x)
+            out.sum().backward()
+        assert out.shape == (5, 0, 8) and x.grad.shape == (5, 0, 3)
+        assert not layer.weight_hh_l0.grad.numpy().any()

@@ -37,6 +37,7 @@ refuses: there it is ``np.matmul(out=)``.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -272,13 +273,13 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
     w_ih, w_hh, b_ih, b_hh = weights
     batch, hidden = layer_input.shape[1], w_hh.shape[1]
     steps = len(layer_input)
-    inputs = layer_input._data.reshape(steps * batch, -1)  # row t*B + b: step t, sequence b
+    inputs = layer_input._data.reshape(steps * batch, layer_input.shape[2])  # row t*B + b: step t, sequence b
     w_ih_data, weight = w_ih._data, w_hh._data
     # the input projection of every step, as the composed layer's ``nn.rnn._project`` computes it
     x_proj = inputs.dot(w_ih_data.T)
     if b_ih is not None:
         x_proj += b_ih._data + b_hh._data if cell.folds_hidden_bias else b_ih._data
-    x_proj = x_proj.reshape(steps, batch, -1)
+    x_proj = x_proj.reshape(steps, batch, x_proj.shape[1])  # (no -1: batch may be 0)
     step_bias = None if b_hh is None or cell.folds_hidden_bias else b_hh._data
     # The states in order of time, with the initial one first (last when reversed): chain[t + after]
     # is step t's state and chain[t + 1 - after] the one it starts from, so each step reads and
@@ -314,7 +315,7 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
 
     def backward(g: np.ndarray) -> tuple:
         nonlocal prepared
-        chunk = min(steps, max(1, CHUNK_ROWS // batch))  # steps per chunk
+        chunk = min(steps, max(1, CHUNK_ROWS // max(batch, 1)))  # steps per chunk
         d_x = np.empty((chunk,) + x_proj.shape[1:], x_proj.dtype)  # dL/d(x_t), for one chunk's steps
         d_hidden = d_x if cell.folds_hidden_bias else np.empty_like(d_x)  # dL/d(h_{t-1} W_hh^T + b_hh)
         sums = _InputAndWeightGrads(inputs, w_ih_data, wanted, cell.folds_hidden_bias)
@@ -340,7 +341,7 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
         grads = sums.result(input_shape)
         if kept is not None:
             unrolled.state_norms, unrolled.h_norms = _norms(kept), _norms(kept[..., :hidden])
-            unrolled.input_norms = None if grads[0] is None else _norms(grads[0].reshape(steps, batch, -1))
+            unrolled.input_norms = None if grads[0] is None else _norms(grads[0])
         return (*grads, *(_blocks(d_before, cell.state_count) if state_inputs else ()))
 
     out = Tensor.from_op(states, cell.sequence_op, (layer_input, *weights, *(initial or ())), backward)
@@ -352,7 +353,8 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
 
 def _norms(per_step: np.ndarray) -> np.ndarray:
     """The norm of each step's slice of a (T, ...) array, in float64."""
-    return np.linalg.norm(per_step.reshape(len(per_step), -1).astype(np.float64), axis=1)
+    rows = per_step.reshape(len(per_step), math.prod(per_step.shape[1:]))  # (no -1: a batch may be empty)
+    return np.linalg.norm(rows.astype(np.float64), axis=1)
 
 
 class _InputAndWeightGrads:
@@ -377,7 +379,7 @@ class _InputAndWeightGrads:
         if self.input is not None:
             d_x.dot(self.w_ih, out=self.input[rows])  # rows of a C-contiguous array, as .dot's out= needs
         parts = (d_x.T.dot(self.inputs[rows]) if want_w_ih else None,
-                 d_hidden.T.dot(h_starts.reshape(len(d_hidden), -1)) if want_w_hh else None,
+                 d_hidden.T.dot(h_starts.reshape(len(d_hidden), h_starts.shape[-1])) if want_w_hh else None,
                  np.add.reduce(d_x) if want_b_ih else None,
                  np.add.reduce(d_hidden) if want_b_hh else None)
         for k, part in enumerate(parts):
