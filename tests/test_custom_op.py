@@ -107,3 +107,39 @@ def test_wrong_number_of_gradients_is_a_clear_error():
     with pytest.raises(ValueError, match="custom op 'two_grads_for_one_input': backward returned 2 "
                                          "gradients for 1 inputs"):
         y.sum().backward()
+
+
+def test_a_custom_op_that_forgets_its_backward_is_named_at_once() -> None:
+    """It used row 0 of the output as the output and its rest as the backward (unpacking an array)."""
+
+    @ts.custom_op
+    def double(v):
+        return v * 2
+
+    with pytest.raises(TypeError, match=r"custom op 'double': must return \(output, backward\).*ndarray"):
+        double(ts.randn(2, 3, requires_grad=True))
+
+    @ts.custom_op
+    def stringly(v):
+        return np.array(["a"]), lambda g: (g,)
+
+    with pytest.raises(TypeError, match="custom op 'stringly': output of dtype <U1"):
+        stringly(ts.randn(1))
+
+
+def test_a_custom_backward_s_gradients_are_checked_naming_the_op() -> None:
+    def op_returning(grad: object):
+        @ts.custom_op(name="scaled")
+        def scaled(v):
+            return v * 3, lambda g: (grad,)
+        return scaled
+
+    x = ts.randn(3, requires_grad=True)
+    with pytest.raises(ValueError, match=r"'scaled': backward's gradient 0 has shape \(4,\).*shape \(3,\)"):
+        op_returning(np.ones(4))(x).sum().backward()
+    with pytest.raises(ValueError, match=r"gradient 0 has shape \(1,\), which does not sum back"):
+        op_returning(np.ones(1))(x).sum().backward()
+    with pytest.raises(TypeError, match="gradient 0 is of dtype <U1"):
+        op_returning("a")(x).sum().backward()
+    op_returning(np.ones((2, 3)))(x).sum().backward()  # a broadcast shape is summed back
+    np.testing.assert_array_equal(x.grad.numpy(), [2.0, 2.0, 2.0])

@@ -16,6 +16,9 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
+from .autograd import LazyGrad
 from .tensor import Tensor
 
 
@@ -33,23 +36,57 @@ def custom_op(fn: Callable | None = None, *, name: str | None = None) -> Callabl
         @functools.wraps(fn)
         def apply(*args: Any, **kwargs: Any) -> Tensor:
             arrays = [a._data if isinstance(a, Tensor) else a for a in args]
-            out, backward = fn(*arrays, **kwargs)
-            return Tensor.from_op(out, op_name, args, _checked(op_name, len(args), backward))
+            result = fn(*arrays, **kwargs)
+            if not (isinstance(result, tuple) and len(result) == 2 and callable(result[1])):
+                raise TypeError(f"custom op '{op_name}': must return (output, backward), with backward a "
+                                f"function of the output's gradient; got {_described(result)}")
+            out, backward = result
+            out = np.asarray(out)
+            if out.dtype.kind not in "biuf":
+                raise TypeError(f"custom op '{op_name}': output of dtype {out.dtype}; expected numbers")
+            shapes = [np.shape(array) for array in arrays]
+            return Tensor.from_op(out, op_name, args, _checked(op_name, shapes, backward))
 
         return apply
 
     return wrap if fn is None else wrap(fn)
 
 
-def _checked(op: str, n_inputs: int, backward: Callable) -> Callable:
-    """User backwards get one friendly check: the number of gradients returned."""
+def _described(result: Any) -> str:
+    if isinstance(result, tuple):
+        return f"a tuple of {len(result)}: ({', '.join(type(item).__name__ for item in result)})"
+    return f"a {type(result).__name__}"
+
+
+def _checked(op: str, shapes: list[tuple], backward: Callable) -> Callable:
+    """User backwards get friendly checks, naming the op: the number of gradients returned, and each
+    one's type and shape (it may have a shape that broadcasting made from its input's)."""
 
     def checked(g: Any) -> tuple:
         grads = backward(g)
         grads = tuple(grads) if isinstance(grads, (tuple, list)) else (grads,)
-        if len(grads) != n_inputs:
+        if len(grads) != len(shapes):
             raise ValueError(f"custom op '{op}': backward returned {len(grads)} gradients for "
-                             f"{n_inputs} inputs")
-        return grads
+                             f"{len(shapes)} inputs")
+        checked_grads = []
+        for i, (grad, shape) in enumerate(zip(grads, shapes, strict=True)):
+            if grad is not None and not isinstance(grad, LazyGrad):  # (the engine's own pass as they are)
+                grad = np.asarray(grad)
+                if grad.dtype.kind not in "biuf":
+                    raise TypeError(f"custom op '{op}': backward's gradient {i} is of dtype {grad.dtype}; "
+                                    "expected numbers")
+                if not _sums_back(grad.shape, shape):
+                    raise ValueError(f"custom op '{op}': backward's gradient {i} has shape {grad.shape}, "
+                                     f"which does not sum back to its input's shape {shape}")
+            checked_grads.append(grad)
+        return tuple(checked_grads)
 
     return checked
+
+
+def _sums_back(grad_shape: tuple, shape: tuple) -> bool:
+    """Whether the input's ``shape`` broadcasts up to ``grad_shape`` (the engine sums it back)."""
+    try:
+        return np.broadcast_shapes(grad_shape, shape) == grad_shape
+    except ValueError:
+        return False
