@@ -155,3 +155,18 @@ def test_report_of_a_model_without_gradients_is_empty():
     report = grad_norm_report(TwoLayer())
     assert report.worst is None and len(report) == 0 and report.total == 0.0
     assert "no gradient: head, unused, inner.weight" in str(report)
+
+
+def test_clipping_names_what_it_was_given_instead_of_parameters() -> None:
+    model = ts.nn.Linear(2, 2)
+    with pytest.raises(TypeError, match=r"clip_grad_norm_: expected parameters, got a Linear module; pass "
+                                        r"its \.parameters\(\)"):
+        clip_grad_norm_(model, 1.0)
+    with pytest.raises(TypeError, match="clip_grad_norm_: expected Tensors, got a NoneType at position 1"):
+        clip_grad_norm_([model.weight, None], 1.0)
+    with pytest.raises(TypeError, match="clip_grad_norm_: max_norm must be a number, got None"):
+        clip_grad_norm_(model.parameters(), None)
+    with pytest.raises(TypeError, match="clip_grad_value_: clip_value must be a number, got 'a'"):
+        clip_grad_value_(model.parameters(), "a")
+    model.weight.grad = ts.ones(2, 2)
+    assert clip_grad_norm_(model.parameters(), 1.0, norm_type="inf").item() == 1.0  # PyTorch's spelling

@@ -535,3 +535,14 @@ def test_frozen_parameters_get_no_grad_and_are_still_listed() -> None:
     assert model.shift.grad is None
     np.testing.assert_array_equal(model.scale.grad.data, [1.0, 1.0, 1.0])
     assert [name for name, _ in model.named_parameters()] == ["scale", "shift"]
+
+
+def test_to_cpu_changes_nothing_and_other_devices_are_named() -> None:
+    """Code ported from PyTorch moves modules and tensors to the CPU, where everything here runs."""
+    model = Affine()
+    assert model.to("cpu") is model and model.scale.dtype == np.float32
+    x = ts.ones(2)
+    assert x.to("cpu") is x and x.to("float64").dtype == np.float64
+    for call in (lambda: model.to("cuda"), lambda: x.to("cuda:0")):
+        with pytest.raises(TypeError, match=r"expected a dtype such as np.float32 .* got 'cuda"):
+            call()

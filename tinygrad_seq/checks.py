@@ -18,3 +18,15 @@ def one_dim(dim: Any, op: str) -> int:
     if not is_integer(dim):
         raise TypeError(f"{op}: dim must be an int, got {dim!r}")
     return int(dim)
+
+
+def dtype_or_cpu(dtype: Any, op: str) -> np.dtype | None:
+    """A ``.to()`` argument as a numpy dtype, or None for ``"cpu"``: code ported from PyTorch moves
+    things to the CPU, where everything here already is. Anything else is named."""
+    if isinstance(dtype, str) and dtype == "cpu":
+        return None
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{op}: expected a dtype such as np.float32 or 'float64' (or 'cpu', where everything "
+                        f"already runs), got {dtype!r}") from None

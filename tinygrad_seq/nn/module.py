@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import provenance
 from ..autograd import gc_paused
+from ..checks import dtype_or_cpu
 from ..tensor import Tensor
 
 
@@ -151,8 +152,11 @@ class Module:
 
     # -- dtype ----------------------------------------------------------------------------------
     def to(self, dtype: Any) -> Module:
-        """Convert every parameter (and its gradient) to ``dtype``, in place; returns self."""
-        dtype = np.dtype(dtype)
+        """Convert every parameter (and its gradient) to ``dtype``, in place; returns self. ``"cpu"``
+        changes nothing (everything runs there)."""
+        dtype = dtype_or_cpu(dtype, "Module.to")
+        if dtype is None:
+            return self
         if dtype.kind != "f":
             raise TypeError(f"Module.to: parameters must stay floating point, got {dtype}")
         for param in self.parameters():

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import dtype_or_cpu
 from ..tensor import Tensor, to_array
 
 
@@ -370,9 +371,10 @@ def clip(a: Tensor, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
 
 
 def cast(a: Tensor, dtype: Any) -> Tensor:
-    """Convert dtype; between float types the gradient flows (the engine casts it back)."""
-    dtype = np.dtype(dtype)
-    if dtype == a._data.dtype:
+    """Convert dtype; between float types the gradient flows (the engine casts it back). ``"cpu"``
+    returns the tensor itself, as PyTorch's ``.to("cpu")`` of a CPU tensor does."""
+    dtype = dtype_or_cpu(dtype, "Tensor.to")
+    if dtype is None or dtype == a._data.dtype:
         return a
     out = a._data.astype(dtype)
     if dtype.kind != "f":

@@ -19,14 +19,28 @@ from ..module import Module
 ParamsArg = Tensor | Iterable[Tensor]
 
 
-def _with_grad(parameters: ParamsArg) -> list[Tensor]:
+def _with_grad(parameters: ParamsArg, op: str) -> list[Tensor]:
     if isinstance(parameters, Tensor):
         parameters = [parameters]
-    return [p for p in parameters if p.grad is not None]
+    elif isinstance(parameters, Module):
+        raise TypeError(f"{op}: expected parameters, got a {type(parameters).__name__} module; pass its "
+                        ".parameters()")
+    params = list(parameters)
+    for position, p in enumerate(params):
+        if not isinstance(p, Tensor):
+            raise TypeError(f"{op}: expected Tensors, got a {type(p).__name__} at position {position}")
+    return [p for p in params if p.grad is not None]
 
 
-def _check_norm_type(op: str, norm_type: float) -> float:
-    norm_type = float(norm_type)
+def _number(op: str, name: str, value: Any) -> float:
+    """``value`` as a float, or a TypeError naming the op and the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{op}: {name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _check_norm_type(op: str, norm_type: float | str) -> float:
+    norm_type = math.inf if norm_type == "inf" else _number(op, "norm_type", norm_type)  # PyTorch's 'inf' too
     if not norm_type > 0:
         raise ValueError(f"{op}: norm_type must be positive or inf, got {norm_type}")
     return norm_type
@@ -52,7 +66,8 @@ def clip_grad_norm_(parameters: ParamsArg, max_norm: float, norm_type: float = 2
     total norm from before clipping as a 0-d Tensor.  As in PyTorch, a nan total makes every
     gradient nan and an inf total zeroes the finite entries (unless ``error_if_nonfinite``)."""
     norm_type = _check_norm_type("clip_grad_norm_", norm_type)
-    params = _with_grad(parameters)
+    max_norm = _number("clip_grad_norm_", "max_norm", max_norm)
+    params = _with_grad(parameters, "clip_grad_norm_")
     if not params:
         return Tensor(0.0)
     total = _total_norm([p.grad.data for p in params], norm_type)
@@ -71,10 +86,10 @@ def clip_grad_norm_(parameters: ParamsArg, max_norm: float, norm_type: float = 2
 
 def clip_grad_value_(parameters: ParamsArg, clip_value: float) -> None:
     """Clamp every gradient entry into [-clip_value, clip_value] (nan stays nan)."""
-    clip_value = float(clip_value)
+    clip_value = _number("clip_grad_value_", "clip_value", clip_value)
     if not clip_value >= 0:
         raise ValueError(f"clip_grad_value_: clip_value must be >= 0, got {clip_value}")
-    for p in _with_grad(parameters):
+    for p in _with_grad(parameters, "clip_grad_value_"):
         p.grad = Tensor.constant(np.clip(p.grad.data, -clip_value, clip_value))
 
 
