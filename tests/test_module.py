@@ -546,3 +546,21 @@ def test_to_cpu_changes_nothing_and_other_devices_are_named() -> None:
     for call in (lambda: model.to("cuda"), lambda: x.to("cuda:0")):
         with pytest.raises(TypeError, match=r"expected a dtype such as np.float32 .* got 'cuda"):
             call()
+
+
+def test_a_load_with_a_bad_value_changes_nothing_and_names_the_key() -> None:
+    """A value that is not numbers failed in the middle of the copying, after earlier parameters had
+    been overwritten; an object array of None loaded as nan."""
+    model = Stack()
+    before = {key: value.copy() for key, value in model.state_dict().items()}
+    bad = dict(before, **{"second.shift": np.array(["x"] * 3), "first.scale": np.array([None] * 3)})
+    bad["gain"] = np.full(3, 9.0)
+    with pytest.raises(StateDictError, match=r"first\.scale: checkpoint holds object, not real numbers; "
+                                             r"second\.shift: checkpoint holds <U1"):
+        model.load_state_dict(bad)
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key])
+    with pytest.raises(TypeError, match="Stack.load_state_dict: expected a mapping of names to arrays"):
+        model.load_state_dict([("gain", np.ones(3))])
+    with pytest.raises(StateDictError, match="unexpected keys: 7"):
+        model.load_state_dict({**before, 7: np.ones(3)})

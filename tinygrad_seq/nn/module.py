@@ -193,21 +193,29 @@ class Module:
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> tuple[list, list]:
         """Copy arrays (numpy, Tensors, or anything array-like) into the parameters.
 
-        Returns (missing_keys, unexpected_keys); with ``strict``, any of those or any shape
-        mismatch raises ``StateDictError`` listing all of them at once.
+        Returns (missing_keys, unexpected_keys); with ``strict``, any of those, or any value of the
+        wrong shape or not made of real numbers, raises ``StateDictError`` listing all of them at
+        once. Every value is converted before any parameter changes: a failed load changes nothing.
         """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"{type(self).__name__}.load_state_dict: expected a mapping of names to arrays, "
+                            f"got {type(state_dict).__name__}")
         params = dict(self._state_entries())
         given = {id(params[k]) for k in state_dict if k in params}
         # a shared parameter loads from any of its names (a dict saved before state_dict listed them all)
         missing = [k for k, param in params.items() if k not in state_dict and id(param) not in given]
-        unexpected = [k for k in state_dict if k not in params]
+        unexpected = [str(k) for k in state_dict if k not in params]
         values, mismatched = {}, []
         for key, param in params.items():
             if key in state_dict:
-                value = np.asarray(state_dict[key])
-                if value.shape != param.shape:
+                value = np.asarray(state_dict[key]._data if isinstance(state_dict[key], Tensor)
+                                   else state_dict[key])
+                if value.dtype.kind not in "biuf":
+                    mismatched.append(f"{key}: checkpoint holds {value.dtype}, not real numbers")
+                elif value.shape != param.shape:
                     mismatched.append(f"{key}: checkpoint {value.shape}, model {param.shape}")
-                values[key] = value
+                else:
+                    values[key] = np.array(value, dtype=param.dtype)
         if mismatched or (strict and (missing or unexpected)):
             problems = []
             if missing:
@@ -215,10 +223,10 @@ class Module:
             if unexpected:
                 problems.append(f"unexpected keys: {', '.join(unexpected)}")
             if mismatched:
-                problems.append(f"shape mismatches: {'; '.join(mismatched)}")
+                problems.append(f"mismatches: {'; '.join(mismatched)}")
             raise StateDictError(f"{type(self).__name__}.load_state_dict: " + " | ".join(problems))
         for key, value in values.items():
-            params[key]._replace_data(np.array(value, dtype=params[key].dtype))
+            params[key]._replace_data(value)
         return missing, unexpected
 
     # -- calling --------------------------------------------------------------------------------
