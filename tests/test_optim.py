@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -270,3 +272,39 @@ def test_constructor_errors_are_clear(rng):
         optim.Adagrad(params, initial_accumulator_value=-1)
     description = repr(optim.AdamW(params))
     assert "Parameter Group 0" in description and "weight_decay: 0.01" in description
+
+
+def test_hyper_parameters_of_the_wrong_kind_are_named() -> None:
+    """lr=None failed comparing None >= 0 without the optimizer's name; nesterov='no' is truthy and
+    switched Nesterov on; betas=0.9 failed in tuple()."""
+    params = [ts.nn.Parameter(np.ones(2, np.float32))]
+    cases = [
+        (lambda: ts.optim.SGD(params, lr=None), "SGD: lr must be a number, got None"),
+        (lambda: ts.optim.SGD(params, lr=0.1, momentum=0.9, nesterov="no"),
+         "SGD: nesterov must be True or False, got 'no'"),
+        (lambda: ts.optim.Adam(params, betas=0.9), "Adam: betas must be a pair of numbers"),
+        (lambda: ts.optim.Adam(params, amsgrad="x"), "Adam: amsgrad must be True or False"),
+        (lambda: ts.optim.Adagrad(params, lr_decay="a"), "Adagrad: lr_decay must be a number"),
+    ]
+    for make, fragment in cases:
+        with pytest.raises(TypeError, match=re.escape(fragment)):
+            make()
+    assert ts.optim.Adam(params, betas=[0.8, 0.9]).param_groups[0]["betas"] == (0.8, 0.9)
+
+
+def test_the_state_of_another_optimizer_is_refused_at_load() -> None:
+    """It loaded, and the next step raised KeyError: 'step'."""
+    param = ts.nn.Parameter(np.ones(2, np.float32))
+    sgd = ts.optim.SGD([param], lr=0.1, momentum=0.9)
+    param.grad = ts.ones(2)
+    sgd.step()
+    adam = ts.optim.Adam([param])
+    with pytest.raises(ValueError, match=re.escape("Adam.load_state_dict: the state of parameter 0 holds "
+                                                   "['momentum_buffer'], where Adam's holds ['exp_avg'")):
+        adam.load_state_dict(sgd.state_dict())
+    adam.step()
+    amsgrad = ts.optim.Adam([param], amsgrad=True)
+    with pytest.raises(ValueError, match="max_exp_avg_sq"):  # settings that need more state than saved
+        amsgrad.load_state_dict({**adam.state_dict(), "param_groups": [
+            {**adam.state_dict()["param_groups"][0], "amsgrad": True}]})
+    ts.optim.Adam([param]).load_state_dict(adam.state_dict())  # its own kind loads

@@ -63,10 +63,27 @@ class Optimizer:
         self.param_groups.append(group)
 
     def _check_hyperparameters(self, group: dict[str, Any]) -> None:
-        """Raise ValueError on an invalid hyper-parameter (subclasses extend this)."""
+        """Raise TypeError on a hyper-parameter of the wrong kind (a flag that is not a bool, a number
+        that is not one: the string 'no' would switch nesterov on) and ValueError on an invalid one
+        (subclasses extend this)."""
+        name = type(self).__name__
+        for key, value in group.items():
+            if key in ("nesterov", "amsgrad"):
+                if not isinstance(value, (bool, np.bool_)):
+                    raise TypeError(f"{name}: {key} must be True or False, got {value!r}")
+            elif key == "betas":
+                if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(map(_is_number, value))):
+                    raise TypeError(f"{name}: betas must be a pair of numbers, got {value!r}")
+                group[key] = tuple(value)
+            elif key in self.defaults and not _is_number(value):
+                raise TypeError(f"{name}: {key} must be a number, got {value!r}")
         for key in ("lr", "weight_decay", "eps"):
             if key in group and not group[key] >= 0.0:
-                raise ValueError(f"{type(self).__name__}: invalid {key} {group[key]} (must be >= 0)")
+                raise ValueError(f"{name}: invalid {key} {group[key]} (must be >= 0)")
+
+    def _state_keys(self, group: dict[str, Any]) -> set[str]:
+        """The entries of a parameter's state once it has been stepped (with ``group``'s settings)."""
+        raise NotImplementedError
 
     # -- stepping ---------------------------------------------------------------------------------
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -129,17 +146,23 @@ class Optimizer:
                 raise ValueError(f"{name}: parameter group {number} has {len(saved['params'])} parameters in "
                                  f"the state dict, {len(group['params'])} in this optimizer")
             params_by_index.update(zip((int(i) for i in saved["params"]), group["params"], strict=True))
+        groups = [{**self.defaults, **saved, "params": group["params"]}
+                  for saved, group in zip(saved_groups, self.param_groups, strict=True)]
+        for group in groups:
+            self._check_hyperparameters(group)
+        group_of = {id(param): group for group in groups for param in group["params"]}
         new_state: dict[Tensor, dict[str, Any]] = {}
         for index, saved_state in state_dict["state"].items():
             param = params_by_index.get(int(index))
             if param is None:
                 raise ValueError(f"{name}: state for parameter {index}, which no parameter group lists")
+            expected = self._state_keys(group_of[id(param)])
+            if saved_state and set(saved_state) != expected:  # (an empty state: never stepped)
+                raise ValueError(f"{name}: the state of parameter {index} holds {sorted(saved_state)}, where "
+                                 f"{type(self).__name__}'s holds {sorted(expected)} with these settings (a "
+                                 "state dict of another optimizer?)")
             new_state[param] = {key: self._restored(name, index, key, value, param)
                                 for key, value in saved_state.items()}
-        groups = [{**self.defaults, **saved, "params": group["params"]}
-                  for saved, group in zip(saved_groups, self.param_groups, strict=True)]
-        for group in groups:
-            self._check_hyperparameters(group)
         self.state, self.param_groups = new_state, groups
 
     @staticmethod
@@ -161,6 +184,10 @@ class Optimizer:
             lines.append(f"Parameter Group {number}")
             lines.extend(f"    {key}: {value}" for key, value in sorted(group.items()) if key != "params")
         return "\n".join(lines) + "\n)"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _lerp_(start: np.ndarray, end: np.ndarray, weight: float) -> None:
@@ -186,6 +213,9 @@ class SGD(Optimizer):
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("SGD: Nesterov momentum requires a momentum > 0 and zero dampening")
 
+    def _state_keys(self, group: dict[str, Any]) -> set[str]:
+        return {"momentum_buffer"} if group["momentum"] != 0 else set()
+
     def _update(self, param: np.ndarray, grad: np.ndarray, state: dict[str, Any],
                 group: dict[str, Any]) -> np.ndarray:
         if group["weight_decay"] != 0:
@@ -210,14 +240,17 @@ class Adam(Optimizer):
 
     def __init__(self, params: ParamsArg, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False) -> None:
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad))
 
     def _check_hyperparameters(self, group: dict[str, Any]) -> None:
         super()._check_hyperparameters(group)
         betas = group["betas"]
-        if len(betas) != 2 or not all(0.0 <= beta < 1.0 for beta in betas):
+        if not all(0.0 <= beta < 1.0 for beta in betas):
             raise ValueError(f"{type(self).__name__}: invalid betas {betas} (two values in [0, 1))")
+
+    def _state_keys(self, group: dict[str, Any]) -> set[str]:
+        return {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if group["amsgrad"] else set())
 
     def _update(self, param: np.ndarray, grad: np.ndarray, state: dict[str, Any],
                 group: dict[str, Any]) -> np.ndarray:
@@ -271,6 +304,9 @@ class Adagrad(Optimizer):
         for key in ("lr_decay", "initial_accumulator_value"):
             if not group[key] >= 0.0:
                 raise ValueError(f"Adagrad: invalid {key} {group[key]} (must be >= 0)")
+
+    def _state_keys(self, group: dict[str, Any]) -> set[str]:
+        return {"step", "sum"}
 
     def _update(self, param: np.ndarray, grad: np.ndarray, state: dict[str, Any],
                 group: dict[str, Any]) -> np.ndarray:
