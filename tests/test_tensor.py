@@ -106,6 +106,14 @@ def test_integer_promotions_match_torch() -> None:
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6, err_msg=name)  # exp: 1 ulp
 
 
+def test_an_integer_matrix_meets_a_float_one_in_the_float_s_dtype() -> None:
+    """PyTorch refuses to mix them in a matmul; numpy makes float64. Here, as in the elementwise ops, the
+    float's dtype: a Linear layer fed integer features stays float32."""
+    ints = ts.tensor([[1, 2]])
+    assert (ints @ ts.ones(2, 2)).dtype == np.float32 and ts.nn.Linear(2, 3)(ints).dtype == np.float32
+    np.testing.assert_array_equal((ints @ ts.ones(2, 2)).numpy(), [[3.0, 3.0]])
+
+
 def test_cast_between_float_types_carries_the_gradient_back() -> None:
     x = ts.Tensor(np.array([1.0, 2.0], np.float32), requires_grad=True)
     doubled = x.double()

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..autograd import IndexGrad, ProductGrad, interned_shape
 from ..tensor import Tensor
-from .elementwise import SavedOperands, data_of, kept_for
+from .elementwise import SavedOperands, data_of, kept_for, operands
 
 
 def _swap_last(m: np.ndarray) -> np.ndarray:
@@ -73,7 +73,7 @@ def _product(op: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _arrays(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
-    x, y = data_of(a), data_of(b)
+    x, y = operands(a, b)  # (an integer matrix meets a float one in the float's dtype, as elementwise)
     if type(x) is not np.ndarray or type(y) is not np.ndarray:  # Python scalars, numpy scalars
         x, y = np.asarray(x), np.asarray(y)
     return x, y
