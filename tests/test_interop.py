@@ -127,3 +127,19 @@ def test_modules_without_a_twin_are_refused_with_the_supported_list():
 def test_torch_options_without_an_equivalent_are_refused(make, option):
     with pytest.raises(ValueError, match=f"with {option} has no equivalent here"):
         interop.from_torch(make())
+
+
+def test_bfloat16_weights_arrive_as_float32_holding_the_same_values():
+    """numpy has no bfloat16: .numpy() raised 'Got unsupported ScalarType BFloat16'."""
+    theirs = torch.nn.LSTM(2, 3).to(torch.bfloat16)
+    ours = interop.from_torch(theirs)
+    assert ours.weight_ih_l0.dtype == np.float32
+    np.testing.assert_array_equal(ours.weight_hh_l0.numpy(), theirs.weight_hh_l0.detach().float().numpy())
+    interop.from_torch_state_dict(ts.nn.LSTM(2, 3), theirs.state_dict())
+
+
+def test_the_wrong_kind_of_argument_is_named():
+    with pytest.raises(TypeError, match="to_torch_state_dict: expected a tinygrad_seq module, got dict"):
+        interop.to_torch_state_dict({"a": np.ones(2)})
+    with pytest.raises(TypeError, match="from_torch_state_dict: expected a state dict .* got NoneType"):
+        interop.from_torch_state_dict(ts.nn.Linear(2, 2), None)

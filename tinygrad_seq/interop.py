@@ -61,9 +61,25 @@ def _float_dtype(module: Any) -> Any:
     return next((p.dtype for p in module.parameters()), None)
 
 
+def _array(value: Any) -> np.ndarray:
+    """A torch tensor (or anything array-like) as a numpy array; bfloat16, which numpy lacks, as the
+    float32 that holds each of its values exactly."""
+    if not hasattr(value, "detach"):
+        return np.asarray(value)
+    value = value.detach().cpu()
+    return (value.float() if str(value.dtype) == "torch.bfloat16" else value).numpy()
+
+
+def _module(value: Any, op: str) -> nn.Module:
+    if not isinstance(value, nn.Module):
+        raise TypeError(f"{op}: expected a tinygrad_seq module, got {type(value).__name__}")
+    return value
+
+
 def to_torch_state_dict(module: nn.Module) -> OrderedDict[str, Any]:
     """The module's parameters as writable torch tensors under the same names and dtypes."""
     torch = _torch()
+    module = _module(module, "to_torch_state_dict")
     return OrderedDict((name, torch.from_numpy(np.array(array)))
                        for name, array in module.state_dict().items())
 
@@ -72,9 +88,12 @@ def from_torch_state_dict(module: nn.Module, torch_state_dict: Mapping[str, Any]
                           strict: bool = True) -> tuple[list, list]:
     """Load a PyTorch state dict into ``module`` (cast to its parameters' dtypes); returns
     (missing_keys, unexpected_keys) as ``Module.load_state_dict`` does."""
-    arrays = {name: value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
-              for name, value in torch_state_dict.items()}
-    return module.load_state_dict(arrays, strict=strict)
+    module = _module(module, "from_torch_state_dict")
+    if not isinstance(torch_state_dict, Mapping):
+        raise TypeError(f"from_torch_state_dict: expected a state dict (a mapping of names to tensors), "
+                        f"got {type(torch_state_dict).__name__}")
+    return module.load_state_dict({name: _array(value) for name, value in torch_state_dict.items()},
+                                  strict=strict)
 
 
 def to_torch(module: nn.Module) -> Any:
@@ -119,7 +138,7 @@ def from_torch(torch_module: Any) -> nn.Module:
     module = ours(**_hyperparameters(torch_module, _HYPERPARAMETERS[name]))
     dtype = _float_dtype(torch_module)
     if dtype is not None:
-        module.to(torch.empty(0, dtype=dtype).numpy().dtype)
+        module.to(_array(torch.empty(0, dtype=dtype)).dtype)  # (bfloat16 as float32)
     from_torch_state_dict(module, torch_module.state_dict())
     return module.train(torch_module.training)
 
