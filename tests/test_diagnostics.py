@@ -333,3 +333,22 @@ def test_plots_without_matplotlib_name_the_extra(monkeypatch: pytest.MonkeyPatch
         monkeypatch.setitem(sys.modules, module, None)  # makes the import fail
     with pytest.raises(ImportError, match=r"needs matplotlib.*pip install 'tinygrad_seq\[plot\]'"):
         diagnostics.plot_gradient_flow(np.ones(3), tmp_path / "flow.png")
+
+
+def test_jacobian_spectrum_checks_the_state_as_the_module_would() -> None:
+    """A batch-5 state was used for a batch-2 input without a word; an LSTM given only h was
+    reported by an internal cell with the wrong type."""
+    spectrum = diagnostics.jacobian_spectrum
+    with pytest.raises(ValueError, match=r"expected a state of shape \(1, 2, 8\) for RNN .* got \(1, 5, 8\)"):
+        spectrum(ts.nn.RNN(3, 8), ts.randn(20, 2, 3), ts.zeros(1, 5, 8))
+    with pytest.raises(ValueError, match=r"LSTM's state is a pair \(h, c\), got 1 tensor"):
+        spectrum(ts.nn.LSTM(3, 8, num_layers=2), ts.randn(4, 2, 3), ts.zeros(2, 2, 8))
+    with pytest.raises(ValueError, match=r"expected a state of shape \(8,\) for GRUCell"):
+        spectrum(ts.nn.GRUCell(3, 8), ts.randn(4, 3), ts.zeros(1, 8))
+    with pytest.raises(IndexError, match="batch_index 1.5"):
+        spectrum(ts.nn.GRUCell(3, 8), ts.randn(4, 2, 3), batch_index=1.5)
+    two_layers = ts.nn.LSTM(3, 8, num_layers=2)
+    assert spectrum(two_layers, ts.randn(4, 2, 3), (ts.zeros(2, 2, 8), ts.zeros(2, 2, 8)), layer=1
+                    ).singular_values.shape == (4, 16)
+    assert spectrum(ts.nn.GRU(3, 8, batch_first=True), ts.randn(2, 4, 3), ts.zeros(1, 2, 8)
+                    ).singular_values.shape == (4, 8)

@@ -312,6 +312,8 @@ def _recurrence(module: Module, inputs: Any, state: Any, layer: int, direction: 
     x = _array(inputs)
     states = None if state is None else tuple(
         _array(part) for part in (state if isinstance(state, (tuple, list)) else (state,)))
+    if states is not None and x.ndim in (2, 3):
+        _check_state(module, x, states, owner)
     if type(module) in _WEIGHT_BLOCKS:
         if layer != 0 or direction != 0:
             raise ValueError(f"{owner}: a cell has one layer and direction, got layer={layer}, "
@@ -359,6 +361,25 @@ def _recurrence(module: Module, inputs: Any, state: Any, layer: int, direction: 
     return cell, (sequence[::-1] if direction else sequence), states
 
 
+def _check_state(module: Module, x: np.ndarray, states: tuple[np.ndarray, ...], owner: str) -> None:
+    """The initial state as ``module`` itself takes it, for inputs ``x``: (h, c) for an LSTM, h for the
+    others; (layers * directions, B, H) for a layer, (B, H) for a cell (without B for unbatched x)."""
+    if type(module) not in _WEIGHT_BLOCKS and type(module) not in _CELL_OF_LAYER:
+        return  # (not a recurrent module: _recurrence says so)
+    name = type(module).__name__
+    count = 2 if isinstance(module, (LSTM, LSTMCell)) else 1
+    if len(states) != count:
+        raise ValueError(f"{owner}: {name}'s state is {'a pair (h, c)' if count == 2 else 'one tensor h'}, "
+                         f"got {len(states)} tensor(s)")
+    batch = () if x.ndim == 2 else (x.shape[0 if getattr(module, "batch_first", False) else 1],)
+    lead = () if type(module) in _WEIGHT_BLOCKS else (module.num_layers * (2 if module.bidirectional else 1),)
+    expected = lead + batch + (module.hidden_size,)
+    for part in states:
+        if part.shape != expected:
+            raise ValueError(f"{owner}: expected a state of shape {expected} for {name} and inputs of shape "
+                             f"{x.shape}, got {part.shape}")
+
+
 def jacobian_spectrum(module: Module, inputs: Any, state: Any = None, *, layer: int = 0, direction: int = 0,
                       batch_index: int = 0) -> JacobianSpectrum:
     """Singular values and spectral radius of d s_t / d s_{t-1} along a trajectory, and of W_hh.
@@ -374,7 +395,7 @@ def jacobian_spectrum(module: Module, inputs: Any, state: Any = None, *, layer: 
     """
     owner = "jacobian_spectrum"
     cell, sequence, states = _recurrence(module, inputs, state, layer, direction, owner)
-    if not 0 <= batch_index < sequence.shape[1]:
+    if not is_integer(batch_index) or not 0 <= batch_index < sequence.shape[1]:
         raise IndexError(f"{owner}: batch_index {batch_index} is out of range for a batch of "
                          f"{sequence.shape[1]}")
     hidden, count = cell.hidden_size, 2 if isinstance(cell, LSTMCell) else 1
