@@ -292,3 +292,28 @@ def test_softmax_family_of_integers_is_float32() -> None:
         out = getattr(x, op)(0)
         assert out.dtype == np.float32, op
     np.testing.assert_allclose(x.softmax(0).numpy(), np.exp([1, 2, 3]) / np.exp([1, 2, 3]).sum(), rtol=1e-6)
+
+
+def test_sizes_and_dtypes_of_new_tensors_are_checked() -> None:
+    """numpy took reshape(-2, 3) as -1, failed on randn(2.5) in its own words, made a string tensor of
+    ones(dtype=str), and truncated randn's samples to integers."""
+    _raises(ValueError, lambda: ts.ones(6).reshape(-2, 3), "reshape:", ">= -1", "(-2, 3)")
+    _raises(TypeError, lambda: ts.ones(6).view(2, 3.0), "reshape:", "integers", "(2, 3.0)")
+    _raises(ValueError, lambda: ts.randn(-1), "randn:", ">= 0", "(-1,)")
+    _raises(TypeError, lambda: ts.zeros((2, 2.5)), "zeros:", "integers")
+    _raises(TypeError, lambda: ts.randn(3, dtype=np.int64), "randn:", "floating-point", "int64")
+    _raises(TypeError, lambda: ts.ones(2, dtype=str), "booleans, integers or floats", "<U")
+    assert ts.full(3, 2.0).shape == (3,) and ts.full((2, 3), 1.0).shape == (2, 3)
+    assert ts.ones(6).reshape((-1, 2)).shape == (3, 2) and ts.zeros(np.int64(2), 3).shape == (2, 3)
+
+
+def test_module_registration_and_hooks_check_their_arguments() -> None:
+    layer = ts.nn.Linear(2, 2)
+    _raises(TypeError, lambda: layer.train("no"), "Linear.train", "True or False", "'no'")
+    _raises(KeyError, lambda: layer.register_parameter("a.b", None), "without '.'", "'a.b'")
+    _raises(TypeError, lambda: layer.register_parameter("w", ts.ones(2)), "expected a Parameter", "Tensor")
+    _raises(TypeError, lambda: layer.add_module("child", 5), "add_module", "expected a Module", "int")
+    _raises(TypeError, lambda: layer.weight.register_hook(5), "register_hook", "int")
+    x, y = ts.ones(6, 4), ts.ones(6, 2)
+    _raises(ValueError, lambda: ts.nn.truncated_bptt(x, y, window=2), "truncated_bptt", "batch size in dim 1")
+    assert len(list(ts.nn.truncated_bptt(x, ts.ones(6, 4, 3), window=4))) == 2

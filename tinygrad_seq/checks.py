@@ -30,3 +30,22 @@ def dtype_or_cpu(dtype: Any, op: str) -> np.dtype | None:
     except TypeError:
         raise TypeError(f"{op}: expected a dtype such as np.float32 or 'float64' (or 'cpu', where everything "
                         f"already runs), got {dtype!r}") from None
+
+
+def unpacked(shape: tuple) -> tuple:
+    """The sizes (or dims) an op took as ``f(2, 3)`` or ``f((2, 3))``, PyTorch's two spellings."""
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+
+
+def sizes(shape: tuple, op: str, inferred: bool = False) -> tuple[int, ...]:
+    """A new tensor's shape, given either way (``unpacked``): integers >= 0, or -1 where ``inferred``
+    (reshape). numpy would take -2 as -1, and fail on 2.5 or -1 with its own message."""
+    shape = unpacked(shape)
+    lowest = -1 if inferred else 0
+    for size in shape:
+        if not is_integer(size):
+            raise TypeError(f"{op}: sizes must be integers, got {shape}")
+        if size < lowest:
+            raise ValueError(f"{op}: sizes must be >= {lowest}{' (-1: inferred)' if inferred else ''}, "
+                             f"got {shape}")
+    return tuple(int(size) for size in shape)

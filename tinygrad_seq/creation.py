@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .checks import sizes
 from .tensor import Tensor
 
 DEFAULT_DTYPE = np.float32
@@ -27,11 +28,17 @@ def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, name: str 
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, name=name)
 
 
-def _shape(shape: tuple) -> tuple:
-    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+def _float(op: str, dtype: Any) -> np.dtype:
+    """A random op's dtype: floating point (an integer one would truncate the samples)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise TypeError(f"{op}: samples need a floating-point dtype, got {dtype}")
+    return dtype
 
 
 def _made(array: np.ndarray, requires_grad: bool, name: str | None) -> Tensor:
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"a tensor holds booleans, integers or floats, not {array.dtype}")
     out = Tensor.constant(array)
     out.name = name
     return out.requires_grad_(True) if requires_grad else out
@@ -39,17 +46,17 @@ def _made(array: np.ndarray, requires_grad: bool, name: str | None) -> Tensor:
 
 def zeros(*shape: Any, dtype: Any = DEFAULT_DTYPE, requires_grad: bool = False,
           name: str | None = None) -> Tensor:
-    return _made(np.zeros(_shape(shape), dtype), requires_grad, name)
+    return _made(np.zeros(sizes(shape, "zeros"), dtype), requires_grad, name)
 
 
 def ones(*shape: Any, dtype: Any = DEFAULT_DTYPE, requires_grad: bool = False,
          name: str | None = None) -> Tensor:
-    return _made(np.ones(_shape(shape), dtype), requires_grad, name)
+    return _made(np.ones(sizes(shape, "ones"), dtype), requires_grad, name)
 
 
 def full(shape: Any, fill_value: float, dtype: Any = DEFAULT_DTYPE, requires_grad: bool = False,
          name: str | None = None) -> Tensor:
-    return _made(np.full(shape, fill_value, dtype), requires_grad, name)
+    return _made(np.full(sizes((shape,), "full"), fill_value, dtype), requires_grad, name)
 
 
 def zeros_like(x: Tensor, requires_grad: bool = False) -> Tensor:
@@ -66,9 +73,10 @@ def arange(*args: Any, dtype: Any = None) -> Tensor:
 
 def randn(*shape: Any, dtype: Any = DEFAULT_DTYPE, requires_grad: bool = False,
           name: str | None = None) -> Tensor:
-    return _made(_generator.standard_normal(_shape(shape)).astype(dtype), requires_grad, name)
+    samples = _generator.standard_normal(sizes(shape, "randn"))
+    return _made(samples.astype(_float("randn", dtype)), requires_grad, name)
 
 
 def rand(*shape: Any, dtype: Any = DEFAULT_DTYPE, requires_grad: bool = False,
          name: str | None = None) -> Tensor:
-    return _made(_generator.random(_shape(shape)).astype(dtype), requires_grad, name)
+    return _made(_generator.random(sizes(shape, "rand")).astype(_float("rand", dtype)), requires_grad, name)

@@ -276,6 +276,8 @@ class Tensor:
         a non-None return (Tensor or array, same shape) replaces it.  Returns a remover."""
         if self._node is None:
             raise RuntimeError("register_hook() on a tensor that does not require grad")
+        if not callable(hook):
+            raise TypeError(f"register_hook: expected a function of the gradient, got {type(hook).__name__}")
         node = self._node
 
         def on_gradient(grad: np.ndarray) -> Any:

@@ -39,6 +39,13 @@ class StateDictError(KeyError, RuntimeError):
         return str(self.args[0])
 
 
+def _check_name(owner: Module, name: Any, kind: str) -> None:
+    """A child's name, as PyTorch checks it: a dotted one could not be told from a path in a state dict."""
+    if not isinstance(name, str) or not name or "." in name:
+        raise KeyError(f"{type(owner).__name__}: a {kind} name must be a non-empty string without '.', "
+                       f"got {name!r}")
+
+
 class Module:
     """Base class: assign Parameters and Modules as attributes and they are registered."""
 
@@ -80,6 +87,10 @@ class Module:
 
     def register_parameter(self, name: str, param: Parameter | None) -> None:
         """Register (or, with None, declare absent) a parameter, e.g. a bias switched off."""
+        _check_name(self, name, "parameter")
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"{type(self).__name__}.register_parameter: expected a Parameter or None for "
+                            f"{name!r}, got {type(param).__name__}")
         if param is None:
             self._parameters.pop(name, None)
             object.__setattr__(self, name, None)
@@ -87,6 +98,10 @@ class Module:
             setattr(self, name, param)
 
     def add_module(self, name: str, module: Module) -> None:
+        _check_name(self, name, "module")
+        if not isinstance(module, Module):
+            raise TypeError(f"{type(self).__name__}.add_module: expected a Module for {name!r}, got "
+                            f"{type(module).__name__}")
         setattr(self, name, module)
 
     # -- traversal ------------------------------------------------------------------------------
@@ -128,6 +143,8 @@ class Module:
 
     # -- modes and grads ------------------------------------------------------------------------
     def train(self, mode: bool = True) -> Module:
+        if not isinstance(mode, (bool, np.bool_)):  # train("no") would be truthy
+            raise TypeError(f"{type(self).__name__}.train: mode must be True or False, got {mode!r}")
         for module in self.modules():
             object.__setattr__(module, "training", mode)
         return self

@@ -72,6 +72,10 @@ def truncated_bptt(inputs: Any, targets: Any, window: int,
     if xs.ndim <= dim or ys.ndim <= dim or xs.shape[dim] != ys.shape[dim]:
         raise ValueError(f"truncated_bptt: inputs {xs.shape} and targets {ys.shape} must have the same "
                          f"number of time steps in dim {dim}")
+    batch_dim = 1 - dim  # (the other of the first two)
+    if xs.ndim > batch_dim and ys.ndim > batch_dim and xs.shape[batch_dim] != ys.shape[batch_dim]:
+        raise ValueError(f"truncated_bptt: inputs {xs.shape} and targets {ys.shape} must have the same "
+                         f"batch size in dim {batch_dim}")
     lead = (slice(None),) * dim
     windows = (lead + (slice(start, start + window),) for start in range(0, xs.shape[dim], window))
     return ((xs[index], ys[index]) for index in windows)  # checked above now, sliced lazily

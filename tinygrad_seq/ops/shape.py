@@ -14,21 +14,14 @@ from typing import Any
 import numpy as np
 
 from ..autograd import IndexGrad, interned_shape
-from ..checks import is_integer, one_dim
+from ..checks import is_integer, one_dim, sizes, unpacked
 from ..tensor import Tensor
 from .elementwise import pass_through
 from .reduce import normalize_dim, normalize_dims
 
 
-def _shape_arg(shape: tuple) -> tuple:
-    """Accept both ``f(2, 3)`` and ``f((2, 3))``."""
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        return tuple(shape[0])
-    return shape
-
-
 def reshape(x: Tensor, *shape: Any) -> Tensor:
-    shape = _shape_arg(shape)
+    shape = sizes(shape, "reshape", inferred=True)
     source = x._data.shape
     try:
         out = x._data.reshape(shape)
@@ -55,7 +48,7 @@ def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
 
 
 def permute(x: Tensor, *dims: Any) -> Tensor:
-    dims = normalize_dims(x._data, _shape_arg(dims), "permute")
+    dims = normalize_dims(x._data, unpacked(dims), "permute")
     if sorted(dims) != list(range(x.ndim)):
         raise ValueError(f"permute: {dims} is not a permutation of the {x.ndim} dims of shape {x.shape}")
     return _permuted(x, dims, tuple(sorted(range(len(dims)), key=dims.__getitem__)))
@@ -81,7 +74,7 @@ def T(x: Tensor) -> Tensor:
 
 
 def broadcast_to(x: Tensor, *shape: Any) -> Tensor:
-    shape = _shape_arg(shape)
+    shape = unpacked(shape)
     try:
         out = np.broadcast_to(x._data, shape)
     except ValueError:
@@ -91,7 +84,7 @@ def broadcast_to(x: Tensor, *shape: Any) -> Tensor:
 
 def expand(x: Tensor, *sizes: Any) -> Tensor:
     """PyTorch's expand: -1 keeps a dim's size."""
-    sizes = _shape_arg(sizes)
+    sizes = unpacked(sizes)
     lead = len(sizes) - x.ndim
     shape = tuple(x.shape[i - lead] if s == -1 and i >= lead else s for i, s in enumerate(sizes))
     return broadcast_to(x, shape)
