@@ -317,3 +317,12 @@ def test_module_registration_and_hooks_check_their_arguments() -> None:
     x, y = ts.ones(6, 4), ts.ones(6, 2)
     _raises(ValueError, lambda: ts.nn.truncated_bptt(x, y, window=2), "truncated_bptt", "batch size in dim 1")
     assert len(list(ts.nn.truncated_bptt(x, ts.ones(6, 4, 3), window=4))) == 2
+
+
+def test_a_ragged_state_value_is_named_and_agreeing_keepdims_are_no_conflict() -> None:
+    x = ts.ones(2, 3)
+    assert x.sum(0, keepdim=True, keepdims=np.True_).shape == (1, 3)
+    model = ts.nn.Linear(2, 2)
+    _raises(ts.nn.StateDictError, lambda: model.load_state_dict({"weight": [[1.0, 2.0], [3.0]],
+                                                                  "bias": np.zeros(2)}),
+            "weight: checkpoint holds no array")

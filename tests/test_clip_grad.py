@@ -170,3 +170,15 @@ def test_clipping_names_what_it_was_given_instead_of_parameters() -> None:
         clip_grad_value_(model.parameters(), "a")
     model.weight.grad = ts.ones(2, 2)
     assert clip_grad_norm_(model.parameters(), 1.0, norm_type="inf").item() == 1.0  # PyTorch's spelling
+
+
+def test_clipping_parameters_of_different_dtypes_keeps_each_gradient_s_dtype() -> None:
+    """The float64 scale made a float32 gradient float64 (numpy 2), which .grad now refuses."""
+    params = [ts.tensor(np.full(3, 10.0, np.float32), requires_grad=True),
+              ts.tensor(np.full(3, 10.0), requires_grad=True)]
+    for p in params:
+        (p * p).sum().backward()
+    total = clip_grad_norm_(params, 1.0)
+    assert [p.grad.dtype for p in params] == [np.float32, np.float64]
+    np.testing.assert_allclose(total.item(), np.sqrt(6 * 20.0 ** 2), rtol=1e-6)
+    np.testing.assert_allclose(params[1].grad.numpy(), 20.0 / (total.item() + 1e-6), rtol=1e-6)

@@ -65,3 +65,9 @@ def test_a_missing_folder_or_a_folder_as_the_target_is_named(name: str, filename
     with pytest.raises(IsADirectoryError, match="that is a folder"):
         write(folder)
     assert os.listdir(tmp_path) == [filename] and not os.listdir(folder)
+
+
+def test_a_plot_without_a_suffix_is_a_png_named_as_matplotlib_names_it(tmp_path: Path):
+    _flow_plot(tmp_path / "flow")
+    assert os.listdir(tmp_path) == ["flow.png"]
+    assert (tmp_path / "flow.png").read_bytes().startswith(b"\x89PNG")

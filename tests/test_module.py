@@ -68,7 +68,9 @@ def test_assignment_registers_parameters_and_children_and_plain_values_stay_plai
 def test_reassigning_or_deleting_unregisters() -> None:
     model = Stack()
     model.gain = None
-    model.first = "replaced"
+    with pytest.raises(TypeError, match="cannot assign a str as child module 'first'"):  # as PyTorch
+        model.first = "replaced"
+    model.first = None
     assert [name for name, _ in model.named_parameters()] == ["second.scale", "second.shift"]
     assert [name for name, _ in model.named_children()] == ["second"]
     del model.second

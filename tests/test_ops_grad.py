@@ -206,8 +206,11 @@ def test_clip_bounds_get_pytorchs_gradients_at_ties_and_crossings() -> None:
     np.testing.assert_array_equal(x.grad.numpy(), [0, 2, 0, 0, 0, 0, 7])
     np.testing.assert_array_equal(low.grad.numpy(), [1, 0, 0, 0, 5, 0, 0])
     np.testing.assert_array_equal(high.grad.numpy(), [0, 0, 3, 4, 0, 0, 0])
-    with pytest.raises(ValueError, match=r"clip: shapes \(7,\), \(2,\) \(min\) and \(\) \(max\) do not"):
+    with pytest.raises(ValueError, match=r"clip: shapes \(7,\) and \(2,\) \(min\) and \(\) \(max\) do not"):
         x.clip(ts.zeros(2), ts.tensor(1.0))
+    with pytest.raises(ValueError, match=r"clip: shapes \(7,\) and \(3,\) \(max\) do not broadcast"):
+        x.clip(max=ts.zeros(3))
+    assert ts.tensor([1, 5]).clip(0.5, 2.5).dtype == np.float32  # an integer x meets float bounds: float32
 
 
 # -- matmul ------------------------------------------------------------------------------------
@@ -546,6 +549,15 @@ def test_getitem_ints_beside_index_arrays(data: st.DataObject, shape: tuple) -> 
     ints = tuple(part if isinstance(part, int) else slice(None) for part in index if part is not None)
     rest = tuple(part for part in index if not isinstance(part, int))
     np.testing.assert_array_equal(out.data, x[ints][rest])
+
+
+def test_getitem_with_true_or_a_0d_integer_tensor_beside_index_arrays() -> None:
+    """True adds a dim and consumes none; a 0-d integer tensor indexes as an int (PyTorch's reading)."""
+    x = ts.tensor(np.arange(24.0).reshape(2, 3, 4))
+    np.testing.assert_array_equal(x[True, 0, [1, 2]].numpy(), [[4, 5, 6, 7], [8, 9, 10, 11]])  # torch's
+    picked = x[ts.tensor(1), :, [0, 1]]
+    assert picked.shape == (3, 2)
+    np.testing.assert_array_equal(picked.numpy(), np.arange(24.0).reshape(2, 3, 4)[1][:, [0, 1]])
 
 
 def test_getitem_selects_with_ints_before_index_arrays() -> None:

@@ -88,6 +88,11 @@ PROMOTIONS = [
     ("tanh(int)", lambda lib: lib.tensor(INT).tanh(), "float32"),
     ("sigmoid(int)", lambda lib: lib.tensor(INT).sigmoid(), "float32"),
     ("float64 * float32", lambda lib: lib.tensor(F64) * lib.tensor(F32), "float64"),
+    ("int * np.float64", lambda lib: lib.tensor(INT) * np.float64(2.5), "float32"),
+    ("int / np.int64", lambda lib: lib.tensor(INT) / np.int64(2), "float32"),
+    ("float32 * np.float64", lambda lib: lib.tensor(F32) * np.float64(2.0), "float32"),
+    ("int8 + np.int64", lambda lib: lib.tensor(INT.astype(np.int8)) + np.int64(2), "int8"),
+    ("clamp(int, 0.5, 2.5)", lambda lib: lib.clamp(lib.tensor(INT), 0.5, 2.5), "float32"),
 ]
 
 
@@ -111,6 +116,7 @@ def test_an_integer_matrix_meets_a_float_one_in_the_float_s_dtype() -> None:
     float's dtype: a Linear layer fed integer features stays float32."""
     ints = ts.tensor([[1, 2]])
     assert (ints @ ts.ones(2, 2)).dtype == np.float32 and ts.nn.Linear(2, 3)(ints).dtype == np.float32
+    assert ts.addmm(ts.tensor([1, 2]), ts.ones(2, 2), ts.ones(2, 2)).dtype == np.float32  # an integer bias
     np.testing.assert_array_equal((ints @ ts.ones(2, 2)).numpy(), [[3.0, 3.0]])
 
 

@@ -49,3 +49,8 @@ def sizes(shape: tuple, op: str, inferred: bool = False) -> tuple[int, ...]:
             raise ValueError(f"{op}: sizes must be >= {lowest}{' (-1: inferred)' if inferred else ''}, "
                              f"got {shape}")
     return tuple(int(size) for size in shape)
+
+
+def is_number(value: Any) -> bool:
+    """A real number (Python's or numpy's), not a bool: a hyper-parameter or a clipping bound."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)

@@ -512,9 +512,11 @@ def plot_jacobian_spectrum(spectrum: JacobianSpectrum, path: str | Path) -> Any:
 
 def _save_figure(figure: Any, path: str | Path, op: str) -> None:
     """``figure.savefig(path)``, written whole or not at all (``files.atomic_write``); the format from
-    the suffix, as matplotlib infers it (png without one)."""
+    the suffix, as matplotlib infers it (without one: png, and ``.png`` is added to the name)."""
     path = Path(path)
+    if not path.suffix:  # as matplotlib names such a file
+        path = path.with_name(path.name + ".png")
     check_folder(path, op)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format=path.suffix.lstrip(".").lower() or None)
+    figure.savefig(buffer, format=path.suffix.lstrip(".").lower())
     atomic_write(path, buffer.getvalue())

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .autograd import enable_grad
+from .checks import is_number
 from .tensor import Tensor
 
 ParamsArg = Iterable[Tensor] | Iterable[Mapping[str, Any]]
@@ -72,10 +73,10 @@ class Optimizer:
                 if not isinstance(value, (bool, np.bool_)):
                     raise TypeError(f"{name}: {key} must be True or False, got {value!r}")
             elif key == "betas":
-                if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(map(_is_number, value))):
+                if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(map(is_number, value))):
                     raise TypeError(f"{name}: betas must be a pair of numbers, got {value!r}")
                 group[key] = tuple(value)
-            elif key in self.defaults and not _is_number(value):
+            elif key in self.defaults and not is_number(value):
                 raise TypeError(f"{name}: {key} must be a number, got {value!r}")
         for key in ("lr", "weight_decay", "eps"):
             if key in group and not group[key] >= 0.0:
@@ -184,10 +185,6 @@ class Optimizer:
             lines.append(f"Parameter Group {number}")
             lines.extend(f"    {key}: {value}" for key, value in sorted(group.items()) if key != "params")
         return "\n".join(lines) + "\n)"
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _lerp_(start: np.ndarray, end: np.ndarray, weight: float) -> None:

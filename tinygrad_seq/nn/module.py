@@ -76,6 +76,9 @@ class Module:
                 raise TypeError(f"{type(self).__name__}: cannot assign a {type(value).__name__} as parameter "
                                 f"{name!r} (a Parameter or None expected; to change its values, assign "
                                 f"{name}.data)")
+            if name in self._modules and value is not None:
+                raise TypeError(f"{type(self).__name__}: cannot assign a {type(value).__name__} as child "
+                                f"module {name!r} (a Module or None expected)")
             self._parameters.pop(name, None)
             self._modules.pop(name, None)
         object.__setattr__(self, name, value)
@@ -225,8 +228,12 @@ class Module:
         values, mismatched = {}, []
         for key, param in params.items():
             if key in state_dict:
-                value = np.asarray(state_dict[key]._data if isinstance(state_dict[key], Tensor)
-                                   else state_dict[key])
+                try:
+                    value = np.asarray(state_dict[key]._data if isinstance(state_dict[key], Tensor)
+                                       else state_dict[key])
+                except ValueError as err:  # ragged nesting
+                    mismatched.append(f"{key}: checkpoint holds no array ({err})")
+                    continue
                 if value.dtype.kind not in "biuf":
                     mismatched.append(f"{key}: checkpoint holds {value.dtype}, not real numbers")
                 elif value.shape != param.shape:

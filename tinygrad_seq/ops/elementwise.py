@@ -34,12 +34,27 @@ def data_of(x: Any) -> Any:
 def operands(a: Any, b: Any) -> tuple[Any, Any]:
     """The data of a binary op's operands (``data_of``), promoted by PyTorch's rule where an integer
     or bool meets a float: to the float tensor's dtype, or to float32 (the default) when the float is
-    a Python number. numpy alone makes float64 of int64 with float32 and of int64 with 0.5, which
-    would silently turn a float32 model's arithmetic into float64 (int targets in a loss, say)."""
+    a number. numpy alone makes float64 of int64 with float32 and of int64 with 0.5, which would
+    silently turn a float32 model's arithmetic into float64 (int targets in a loss, say)."""
     x = a._data if isinstance(a, Tensor) else data_of(a)  # (data_of's own first test, without its call)
     y = b._data if isinstance(b, Tensor) else data_of(b)
-    if type(x) is np.ndarray and (x.dtype is y.dtype if type(y) is np.ndarray else x.dtype.kind == "f"):
-        return x, y  # the usual cases: arrays of one dtype, a float array with a number
+    if type(x) is np.ndarray:  # the usual cases first: arrays of one dtype, a float array with a number
+        if type(y) is np.ndarray:
+            if x.dtype is y.dtype:
+                return x, y
+        elif (type(y) is float or type(y) is int) and x.dtype.kind == "f":
+            return x, y
+    return promoted(x, y)
+
+
+def promoted(x: Any, y: Any) -> tuple[Any, Any]:
+    """``operands``' rule on data: a numpy scalar beside an array counts as a Python number (numpy 2
+    would let np.float64(2.5) make a float32 array float64; PyTorch does not), then an integer or bool
+    array meeting a float takes the float array's dtype, or float32."""
+    if isinstance(y, np.generic) and type(x) is np.ndarray:
+        y = y.item()
+    elif isinstance(x, np.generic) and type(y) is np.ndarray:
+        x = x.item()
     if type(x) is np.ndarray and x.dtype.kind in "biu":
         if _is_float(y):
             x = x.astype(y.dtype if type(y) is np.ndarray else np.float32)
@@ -198,8 +213,8 @@ def addcmul(input: Any, tensor1: Any, tensor2: Any, *, value: float = 1,  # noqa
 
 def div(a: Any, b: Any) -> Tensor:
     x, y = operands(a, b)
-    if not (_is_float(x) or _is_float(y)):  # true division of integers: float32, as in PyTorch
-        x, y = as_float(np.asarray(x)), as_float(y) if type(y) is np.ndarray else y
+    if not (type(x) is np.ndarray and x.dtype.kind == "f") and not (_is_float(x) or _is_float(y)):
+        x, y = as_float(np.asarray(x)), as_float(y) if type(y) is np.ndarray else y  # int / int: float32
     x_for_b = kept_for(b, x)
 
     def backward(g: np.ndarray) -> tuple:
@@ -348,11 +363,18 @@ def clip(a: Tensor, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
         raise ValueError("clip: give at least one of min and max")
     x = a._data
     lo, hi = (None if bound is None else data_of(bound) for bound in (min, max))
+    if lo is not None:  # the binary ops' dtype rule, between x and each bound
+        x, lo = promoted(x, lo)
+    if hi is not None:
+        x, hi = promoted(x, hi)
+        if lo is not None:
+            x, lo = promoted(x, lo)  # (a float max may have made x float: min follows)
     try:
         out = np.clip(x, lo, hi)
     except ValueError:
-        raise ValueError(f"clip: shapes {x.shape}, {np.shape(lo)} (min) and {np.shape(hi)} (max) do not "
-                         "broadcast together") from None
+        given = " and ".join(f"{np.shape(bound)} ({name})" for name, bound in (("min", lo), ("max", hi))
+                             if bound is not None)
+        raise ValueError(f"clip: shapes {x.shape} and {given} do not broadcast together") from None
     inside = np.ones(x.shape, bool) if lo is None else x >= lo  # what x's gradient needs: a mask
     if hi is not None:
         inside = inside & (x <= hi)  # (not &=: a bound may broadcast x up)

@@ -99,6 +99,8 @@ def addmm(input: Any, mat1: Any, mat2: Any, *, rows: slice | None = None) -> Ten
     if shape != out.shape and shape not in ((width,), (1, width), (height, 1), (), (1,), (1, 1)):
         raise ValueError(f"addmm: input of shape {shape} does not broadcast to the product's shape "
                          f"{out.shape} (mat1 {x.shape} @ mat2 {y.shape})")
+    if type(bias) is np.ndarray and bias.dtype is not out.dtype and bias.dtype.kind in "biu":
+        bias = bias.astype(out.dtype)  # an integer input meets the float product in its dtype (operands)
     if (type(bias) is np.ndarray and bias.dtype is out.dtype) or np.result_type(bias, out) == out.dtype:
         out += bias  # the same bits as bias + out: one rounding of the same two numbers
     else:

@@ -64,7 +64,7 @@ def _resolve(x: np.ndarray, dim: Any, keepdim: bool, axis: Any, keepdims: Any, o
     elif type(dim) in (tuple, list) and not dim:
         dim = None
     if keepdims is not None:
-        if keepdim and keepdims is not keepdim:
+        if keepdim and not keepdims:
             raise TypeError(f"{op}: got keepdim={keepdim!r} and keepdims={keepdims!r}; give one of them")
         keepdim = keepdims
     if not isinstance(keepdim, (bool, np.bool_)):

@@ -133,7 +133,9 @@ def _normalize_index(index: Any) -> tuple[Any, bool | None]:
             if part.size == 0:  # [] selects nothing (numpy would read it as a float array)
                 part = part.astype(np.intp)
         if isinstance(part, np.ndarray):
-            if part.dtype.kind in "iu":
+            if part.ndim == 0 and part.dtype.kind in "iu":  # a 0-d integer tensor: an int, as in PyTorch
+                part = int(part)
+            elif part.dtype.kind in "iu":
                 may_repeat = may_repeat or part.size > 1
             elif part.dtype != np.bool_:
                 raise IndexError(f"getitem: index arrays must be integer or boolean, got {part.dtype}")
@@ -154,7 +156,7 @@ def _ints_first(parts: tuple) -> tuple[tuple, tuple]:
             selected.append(part)
         elif isinstance(part, np.ndarray):  # a boolean mask spans as many dims as it has
             selected += [slice(None)] * (part.ndim if part.dtype == np.bool_ else 1)
-        elif part is not None:  # None makes a dim: it consumes none of x's
+        elif part is not None and not isinstance(part, (bool, np.bool_)):  # None and True consume no dim
             selected.append(slice(None))
     return tuple(selected), tuple(part for part in parts if not is_integer(part))
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ...checks import is_number
 from ...tensor import Tensor
 from ..module import Module
 
@@ -34,7 +35,7 @@ def _with_grad(parameters: ParamsArg, op: str) -> list[Tensor]:
 
 def _number(op: str, name: str, value: Any) -> float:
     """``value`` as a float, or a TypeError naming the op and the argument."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if not is_number(value):
         raise TypeError(f"{op}: {name} must be a number, got {value!r}")
     return float(value)
 
@@ -80,7 +81,7 @@ def clip_grad_norm_(parameters: ParamsArg, max_norm: float, norm_type: float = 2
         coef = np.minimum(max_norm / (total + 1e-6), 1.0)  # minimum propagates nan, like torch.clamp
         if coef != 1.0:  # multiplying by exactly 1 would change nothing
             for p in params:
-                p.grad = Tensor.constant(p.grad.data * coef)
+                p.grad = Tensor.constant((p.grad.data * coef).astype(p.grad.dtype, copy=False))  # as mul_
     return Tensor.constant(np.asarray(total))
 
 
