@@ -402,7 +402,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFi
         (["sample", "--checkpoint", str(checkpoint), "--prime", "abXYa"], ["--prime", "'X', 'Y'"]),
         (["graph", "--output", str(tmp_path / "p.jpg")], ["cannot infer the format", ".svg"]),
         (["graph", "--output", str(a_file / "p.svg")], ["cannot create the output folder"]),
-        (["graph", "--level", "op", "--steps", "300", "--output", str(tmp_path / "big.dot")], ["max_nodes"]),
+        (["graph", "--level", "op", "--steps", "300", "--output", str(tmp_path / "big.dot")],
+         ["nodes", "Use --level cell or --level layer", "--max-steps 10"]),
     ]
     for args, fragments in cases:
         code, _, err = run_main(capsys, *args)

@@ -277,8 +277,12 @@ def _graph(args: argparse.Namespace) -> int:
         with ts.viz.record_grad_norms():
             loss.backward()
     with user_input(f"cannot draw the {args.level}-level picture"):
-        picture = ts.viz.draw(loss, level=args.level, max_steps=args.max_steps, show_grads=args.grads,
-                              params=layer.named_parameters(prefix=args.cell))
+        try:
+            picture = ts.viz.draw(loss, level=args.level, max_steps=args.max_steps, show_grads=args.grads,
+                                  params=layer.named_parameters(prefix=args.cell))
+        except ts.viz.PictureTooLargeError as err:  # advise this command's own options
+            raise CliError(f"the {args.level}-level picture would have {err.nodes} nodes (at most "
+                           f"{err.limit} are drawn): {err.advice(flags=True)}") from err
     _output_dir(str(output.parent))
     with user_input(f"cannot write --output {str(output)!r}"):
         ts.viz.save(picture, output)

@@ -800,18 +800,35 @@ class _GradScale:
 # Public API
 
 
-def _smaller_picture_advice(level: str, max_steps: int | None) -> str:
-    """What the node-count guard suggests: only what would still shrink this picture."""
-    hints = {"op": ["use level='cell' or level='layer'"], "cell": ["use level='layer'"], "layer": []}[level]
-    if level != "layer":  # a layer box already holds all its steps: nothing to elide
-        if max_steps is None:
-            hints.append("elide the middle of long sequences with max_steps=10")
-        elif max_steps > 2:
-            hints.append(f"keep fewer steps with a smaller max_steps (now {max_steps}; "
-                         f"try max_steps={max_steps // 2})")
-    *others, last = [*hints, "pass max_nodes=None to draw it anyway"]
-    advice = f"{', '.join(others)}, or {last}" if others else last
-    return advice[0].upper() + advice[1:]
+class PictureTooLargeError(ValueError):
+    """``draw``'s node-count guard: the picture would have more than ``max_nodes`` nodes."""
+
+    def __init__(self, level: str, nodes: int, limit: int, max_steps: int | None) -> None:
+        self.level, self.nodes, self.limit, self.max_steps = level, nodes, limit, max_steps
+        super().__init__(f"draw: the {level}-level picture has {nodes} nodes (limit max_nodes={limit}); "
+                         f"graphviz would take minutes and the result would be unreadable. {self.advice()}.")
+
+    def advice(self, flags: bool = False) -> str:
+        """Only what would still shrink this picture, spelled as ``draw``'s arguments or, with ``flags``,
+        as the command line's options (which draw at most ``max_nodes`` nodes)."""
+        def spell(option: str, value: object) -> str:
+            return f"--{option.replace('_', '-')} {value}" if flags else f"{option}={value!r}"
+
+        hints = {"op": [f"use {spell('level', 'cell')} or {spell('level', 'layer')}"],
+                 "cell": [f"use {spell('level', 'layer')}"], "layer": []}[self.level]
+        if self.level != "layer":  # a layer box already holds all its steps: nothing to elide
+            if self.max_steps is None:
+                hints.append(f"elide the middle of long sequences with {spell('max_steps', 10)}")
+            elif self.max_steps > 2:
+                hints.append(f"keep fewer steps with a smaller max_steps (now {self.max_steps}; "
+                             f"try {spell('max_steps', self.max_steps // 2)})")
+        if not flags:
+            hints.append("pass max_nodes=None to draw it anyway")
+        if not hints:
+            return "Draw it from Python with ts.viz.draw(..., max_nodes=None)"
+        *others, last = hints
+        advice = f"{', '.join(others)}, or {last}" if others else last
+        return advice[0].upper() + advice[1:]
 
 
 def draw(*roots: Any, level: str = "op", show_shapes: bool = True, show_grads: bool | None = None,
@@ -848,10 +865,7 @@ def draw(*roots: Any, level: str = "op", show_shapes: bool = True, show_grads: b
                       "to box and every op is drawn. Wrap each step of a hand-written loop in "
                       "`with ts.scope(step=t):`, or use an RNN / LSTM / GRU layer.", stacklevel=2)
     if max_nodes is not None and len(picture.units) > max_nodes:
-        raise ValueError(
-            f"draw: the {level}-level picture has {len(picture.units)} nodes (limit max_nodes={max_nodes}); "
-            "graphviz would take minutes and the result would be unreadable. "
-            f"{_smaller_picture_advice(level, max_steps)}.")
+        raise PictureTooLargeError(level, len(picture.units), max_nodes, max_steps)
     if show_grads is None:
         show_grads = any(node.grad_norm is not None for node in picture.nodes if not node.is_leaf)
     picture.norms, missing = _grad_norms(picture.roots, picture.nodes, bool(show_grads))
