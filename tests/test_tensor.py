@@ -93,6 +93,10 @@ PROMOTIONS = [
     ("float32 * np.float64", lambda lib: lib.tensor(F32) * np.float64(2.0), "float32"),
     ("int8 + np.int64", lambda lib: lib.tensor(INT.astype(np.int8)) + np.int64(2), "int8"),
     ("clamp(int, 0.5, 2.5)", lambda lib: lib.clamp(lib.tensor(INT), 0.5, 2.5), "float32"),
+    ("float32 * 0-d float64", lambda lib: lib.tensor(F32) * lib.tensor(np.float64(2.0)), "float32"),
+    ("int8 + 0-d int64", lambda lib: lib.tensor(INT.astype(np.int8)) + lib.tensor(np.int64(2)), "int8"),
+    ("int * 0-d float64", lambda lib: lib.tensor(INT) * lib.tensor(np.float64(2.5)), "float64"),
+    ("0-d f32 * 0-d f64", lambda lib: lib.tensor(np.float32(2)) * lib.tensor(np.float64(3)), "float64"),
 ]
 
 
@@ -101,6 +105,17 @@ def test_integers_meeting_floats_promote_as_in_pytorch(name: str, call: object, 
     """numpy alone would give float64 for each float32 here: int64 with float32 (or with 0.5) is
     float64 to numpy, so integer targets in a loss would turn a float32 model's arithmetic into float64."""
     assert call(ts).dtype == np.dtype(dtype)
+
+
+def test_a_0d_float64_tensor_with_a_float32_one_gives_each_its_gradient_in_its_dtype() -> None:
+    x = ts.tensor(np.array([1.0, 2.0], np.float32), requires_grad=True)
+    scale = ts.tensor(np.float64(3.0), requires_grad=True)
+    out = x * scale
+    assert out.dtype == np.float32  # the 0-d tensor defers, as in PyTorch
+    out.sum().backward()
+    assert (x.grad.dtype, scale.grad.dtype) == (np.float32, np.float64)
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 3.0])
+    assert scale.grad.item() == 3.0
 
 
 def test_integer_promotions_match_torch() -> None:

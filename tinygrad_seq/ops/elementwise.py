@@ -49,18 +49,27 @@ def operands(a: Any, b: Any) -> tuple[Any, Any]:
 
 def promoted(x: Any, y: Any) -> tuple[Any, Any]:
     """``operands``' rule on data: a numpy scalar beside an array counts as a Python number (numpy 2
-    would let np.float64(2.5) make a float32 array float64; PyTorch does not), then an integer or bool
-    array meeting a float takes the float array's dtype, or float32."""
+    would let np.float64(2.5) make a float32 array float64; PyTorch does not), and so does a 0-d array
+    beside an array of the same category (float64 0-d with float32 stays float32); then an integer or
+    bool array meeting a float takes the float array's dtype, or float32."""
     if isinstance(y, np.generic) and type(x) is np.ndarray:
         y = y.item()
     elif isinstance(x, np.generic) and type(y) is np.ndarray:
         x = x.item()
+    elif type(x) is np.ndarray and type(y) is np.ndarray and (x.ndim == 0) != (y.ndim == 0):
+        zero_d, other = (x, y) if x.ndim == 0 else (y, x)  # PyTorch: of one category, a 0-d tensor defers
+        if _CATEGORY[zero_d.dtype.kind] == _CATEGORY[other.dtype.kind]:
+            zero_d = zero_d.astype(other.dtype)
+            x, y = (zero_d, other) if x.ndim == 0 else (other, zero_d)
     if type(x) is np.ndarray and x.dtype.kind in "biu":
         if _is_float(y):
             x = x.astype(y.dtype if type(y) is np.ndarray else np.float32)
     elif type(y) is np.ndarray and y.dtype.kind in "biu" and _is_float(x):
         y = y.astype(x.dtype if type(x) is np.ndarray else np.float32)
     return x, y
+
+
+_CATEGORY = {"b": 0, "i": 1, "u": 1, "f": 2, "c": 3}  # bool < integer < float < complex
 
 
 def _is_float(x: Any) -> bool:
