@@ -372,3 +372,11 @@ def test_fn_returning_a_tensor_that_does_not_require_grad_is_rejected():
     with pytest.raises(ValueError, match="requires grad"):
         ts.gradcheck(lambda x: x.detach() * 2.0, x)
     assert x.requires_grad is False  # restored even though the check raised
+
+
+def test_a_function_whose_output_is_not_finite_is_named_not_blamed_on_a_backward():
+    """log(-1) = nan made both sides nan, and the report blamed the backward of the output."""
+    x = f64([-1.0, 2.0], "x")
+    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match=r"fn's output 0 \(shape \(\)\) is not "
+                                                                       "finite at these inputs"):
+        ts.gradcheck(lambda v: v.log().sum(), x)

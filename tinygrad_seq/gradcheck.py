@@ -339,6 +339,11 @@ class _Objective:
                              "or a (nested) tuple/list/dict holding at least one")
         shapes = [o.shape for o in outputs]
         if self.weights is None:
+            for k, output in enumerate(outputs):  # (finite differences of nan are nan: no backward's fault)
+                if not np.isfinite(output._data).all():
+                    raise ValueError(f"gradcheck: fn's output {k} (shape {output.shape}) is not finite at "
+                                     "these inputs, so finite differences cannot check it; "
+                                     "ts.detect_anomaly() names the first op that made a nan or inf")
             scalar = len(shapes) == 1 and outputs[0].size == 1
             self.weights = [np.ones(shape) if scalar else np.asarray(self.rng.standard_normal(shape))
                             for shape in shapes]
