@@ -96,6 +96,8 @@ PROMOTIONS = [
     ("float32 * 0-d float64", lambda lib: lib.tensor(F32) * lib.tensor(np.float64(2.0)), "float32"),
     ("int8 + 0-d int64", lambda lib: lib.tensor(INT.astype(np.int8)) + lib.tensor(np.int64(2)), "int8"),
     ("int * 0-d float64", lambda lib: lib.tensor(INT) * lib.tensor(np.float64(2.5)), "float64"),
+    ("where(bool, 2, 3.5)", lambda lib: lib.where(lib.tensor(INT > 1), 2, 3.5), "float32"),
+    ("where(bool, f64, 3.5)", lambda lib: lib.where(lib.tensor(INT > 1), lib.tensor(F64), 3.5), "float64"),
     ("0-d f32 * 0-d f64", lambda lib: lib.tensor(np.float32(2)) * lib.tensor(np.float64(3)), "float64"),
 ]
 

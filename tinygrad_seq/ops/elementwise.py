@@ -356,8 +356,12 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     c = np.asarray(data_of(condition))
     if c.dtype != np.bool_:
         raise TypeError(f"where: condition must be boolean, got {c.dtype}")
+    x, y = operands(a, b)
+    numbers = type(x) is not np.ndarray and type(y) is not np.ndarray
+    if numbers and (isinstance(x, float) or isinstance(y, float)):  # two numbers, one a float: float32,
+        x, y = np.float32(x), np.float32(y)                         # as in PyTorch (numpy: float64)
     try:
-        out = np.where(c, *operands(a, b))
+        out = np.where(c, x, y)
     except ValueError:
         raise ValueError(f"where: shapes {c.shape}, {np.shape(data_of(a))} and {np.shape(data_of(b))} "
                          "do not broadcast together") from None
