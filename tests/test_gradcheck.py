@@ -235,7 +235,29 @@ def test_fn_gets_only_the_inputs_it_has_parameters_for(rng):
     assert ts.gradcheck(lambda *args: model(args[0]) * args[1].sum(), [xs, model.weight_ih]) is True
     seen = []
     ts.gradcheck(lambda xs, w=None: seen.append(w) or model(xs), [xs, *model.parameters()])
-    assert all(w is model.weight_ih for w in seen)
+    assert all(w is model.weight_ih for w in seen)  # a function's optional parameters are filled
+
+
+def test_a_module_s_optional_forward_arguments_get_none_of_its_parameters():
+    """gradcheck(rnn, [xs, *rnn.parameters()]) passed the weights as hx and lengths; a forward(x,
+    scale=None) got its layer's weight as scale and gradcheck checked another function."""
+    rnn = ts.nn.RNN(3, 4).double()
+    xs = f64(np.random.default_rng(0).standard_normal((5, 2, 3)), "xs")
+    assert ts.gradcheck(rnn, [xs, *rnn.parameters()]) is True  # (output, h_n): both checked
+
+    class Scaled(ts.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = ts.nn.Linear(3, 3).double()
+
+        def forward(self, x, scale=None):
+            seen.append(scale)
+            return self.lin(x) if scale is None else self.lin(x) * scale
+
+    seen = []
+    model = Scaled()
+    assert ts.gradcheck(model, [f64(np.ones((2, 3)), "x"), *model.parameters()]) is True
+    assert seen and all(scale is None for scale in seen)
 
 
 def test_wrong_op_in_a_module_forward_is_reported_against_the_parameter(rng):

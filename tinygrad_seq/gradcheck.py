@@ -297,15 +297,18 @@ def _describe(result: Any) -> str:
 
 
 def _leading_arguments(fn: Callable[..., Any], inputs: Sequence[Tensor]) -> Sequence[Tensor]:
-    """The inputs fn takes positionally: all, or as many as fn (a module: its forward) has
-    positional parameters."""
+    """The inputs fn takes positionally: all, or as many as fn has positional parameters. A module's
+    forward counts only those without a default: its optional ones (an RNN's hx and lengths) are not
+    for its own parameters, which follow the inputs in ``[x, *model.parameters()]``."""
+    module = isinstance(fn, Module)
     try:
-        parameters = inspect.signature(fn.forward if isinstance(fn, Module) else fn).parameters.values()
+        parameters = inspect.signature(fn.forward if module else fn).parameters.values()
     except (TypeError, ValueError):  # no signature to read (some builtins): pass everything
         return inputs
     if any(p.kind is p.VAR_POSITIONAL for p in parameters):
         return inputs
-    return inputs[:sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters)]
+    return inputs[:sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                       and not (module and p.default is not p.empty) for p in parameters)]
 
 
 class _Objective:

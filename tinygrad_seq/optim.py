@@ -90,8 +90,8 @@ class Optimizer:
     def zero_grad(self, set_to_none: bool = True) -> None:
         for group in self.param_groups:
             for param in group["params"]:
-                if set_to_none or param.grad is None:
-                    param.grad = None
+                if set_to_none or param._grad is None:
+                    param._grad = None  # (the slot itself: None needs none of the setter's checks)
                 else:
                     param.grad = Tensor.constant(np.zeros_like(param.data))
 

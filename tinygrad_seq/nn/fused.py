@@ -273,7 +273,8 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
     w_ih, w_hh, b_ih, b_hh = weights
     batch, hidden = layer_input.shape[1], w_hh.shape[1]
     steps = len(layer_input)
-    inputs = layer_input._data.reshape(steps * batch, layer_input.shape[2])  # row t*B + b: step t, sequence b
+    # row t*B + b: step t, sequence b
+    inputs = layer_input._data.reshape(steps * batch, layer_input._data.shape[2])
     w_ih_data, weight = w_ih._data, w_hh._data
     # the input projection of every step, as the composed layer's ``nn.rnn._project`` computes it
     x_proj = inputs.dot(w_ih_data.T)

@@ -160,8 +160,8 @@ class Module:
         # step); a parameter two modules share is reset twice, to the same result
         for _, module in self.named_modules():
             for param in module._parameters.values():
-                if set_to_none or param.grad is None:
-                    param.grad = None
+                if set_to_none or param._grad is None:
+                    param._grad = None  # (the slot itself: None needs none of the setter's checks)
                 else:
                     param.grad = Tensor.constant(np.zeros_like(param.data))
 

@@ -61,13 +61,13 @@ def _resolve(x: np.ndarray, dim: Any, keepdim: bool, axis: Any, keepdims: Any, o
         if dim is not None:
             raise TypeError(f"{op}: got dim={dim!r} and numpy's axis={axis!r}; give one of them")
         dim = axis
-    elif type(dim) in (tuple, list) and not dim:
+    elif dim is not None and type(dim) in (tuple, list) and not dim:
         dim = None
     if keepdims is not None:
         if keepdim and not keepdims:
             raise TypeError(f"{op}: got keepdim={keepdim!r} and keepdims={keepdims!r}; give one of them")
         keepdim = keepdims
-    if not isinstance(keepdim, (bool, np.bool_)):
+    if keepdim is not False and keepdim is not True and not isinstance(keepdim, np.bool_):
         raise TypeError(f"{op}: keepdim must be True or False, got {keepdim!r}")
     return _reduced_dims(x, dim, op), bool(keepdim)
 
