@@ -352,3 +352,18 @@ def test_jacobian_spectrum_checks_the_state_as_the_module_would() -> None:
                     ).singular_values.shape == (4, 16)
     assert spectrum(ts.nn.GRU(3, 8, batch_first=True), ts.randn(2, 4, 3), ts.zeros(1, 2, 8)
                     ).singular_values.shape == (4, 8)
+
+
+def test_layer_gradient_flow_keeps_every_step_when_the_loss_skips_the_last_h() -> None:
+    """A loss on c_n alone never uses the last step's h: that step was dropped, and the reverse
+    direction's norms shifted by one. It has norm 0 now, as the fused layer (and torch) say."""
+    composed = ts.nn.LSTM(2, 3, bidirectional=True).double()
+    fused = ts.nn.LSTM(2, 3, bidirectional=True, fused=True).double()
+    fused.load_state_dict(composed.state_dict())
+    x = ts.tensor(np.random.default_rng(0).standard_normal((4, 1, 2)))
+    flows = [diagnostics.layer_gradient_flow(layer(x)[1][1].sum()) for layer in (composed, fused)]
+    forward, reverse = flows[0][("LSTM", 0, 0)], flows[0][("LSTM", 0, 1)]
+    assert forward.shape == reverse.shape == (4,) and forward[3] == 0 and reverse[0] == 0
+    assert forward[:3].all() and reverse[1:].all()
+    for key in flows[0]:
+        np.testing.assert_allclose(flows[0][key], flows[1][key], rtol=1e-12)

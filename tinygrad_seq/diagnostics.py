@@ -99,16 +99,21 @@ StepState = tuple[Node, int | None]
 """One time step's state: (a node holding h_t, None), or (a fused layer's sequence node, t)."""
 
 
-def _norms_through_time(loss: Tensor, directions: list[list[StepState]], owner: str) -> list[np.ndarray]:
+def _norms_through_time(loss: Tensor, directions: list[list[StepState | None]],
+                        owner: str) -> list[np.ndarray]:
     """||dL/dh_t|| per step of each layer direction, from one extra backward: of a state node, the
     norm of its gradient; of a fused layer's step, the norm its sequence node's backward keeps while
     observed (``nn.fused.Unrolled.h_norms``: the same numbers as the composed layer's h_t)."""
-    nodes = list({id(node): node for states in directions for node, _ in states}.values())
+    nodes = list({id(state[0]): state[0] for states in directions for state in states if state}.values())
     grads = dict(zip(map(id, nodes), _gradients_at(loss, nodes, owner), strict=True))
     norms = []
     for states in directions:
         row = []
-        for node, t in states:
+        for state in states:
+            if state is None:  # a step whose state the loss does not use
+                row.append(0.0)
+                continue
+            node, t = state
             grad = grads[id(node)]
             if t is None:
                 row.append(_step_norms(grad, node.shape, 1, None)[0])
@@ -143,22 +148,30 @@ def _direction_steps(node: Node) -> tuple[tuple, list[StepState]] | None:
     return group, [(p, None) for p in sorted(node.parents, key=lambda p: p.prov.step)]
 
 
-def _layer_states(nodes: list[Node]) -> dict[tuple, list[StepState]]:
+def _layer_states(nodes: list[Node]) -> dict[tuple, list[StepState | None]]:
     """Each recurrent layer direction's per-step states in time order, by (module, call, layer,
     direction): what a layer names ``h`` at each step (at a masked step the masked state, made
-    last), and each step of a fused layer's sequence node. Found whichever output the loss uses."""
+    last), and each step of a fused layer's sequence node. Found whichever output the loss uses; a
+    step whose h the loss does not use (an LSTM's last h, when the loss reads only c_n) is None, so
+    that the steps keep their places (the steps the run made are those its ops record)."""
     found: dict[tuple, dict[int, StepState]] = {}
+    steps: dict[tuple, set[int]] = {}
     for node in reversed(nodes):  # oldest first
+        prov = node.prov
+        if prov is not None and prov.layer is not None and prov.step is not None:
+            steps.setdefault(_recurrence_of(prov), set()).add(prov.step)
         if node.unrolled is not None:
             places = [(node.unrolled.step_provenance(t), t) for t in range(node.unrolled.steps)]
         elif node.name == "h":
-            places = [(node.prov, None)]
+            places = [(prov, None)]
         else:
             continue
-        for prov, t in places:
-            if prov is not None and prov.layer is not None and prov.step is not None:
-                found.setdefault(_recurrence_of(prov), {})[prov.step] = (node, t)
-    return {group: [states[t] for t in sorted(states)] for group, states in found.items()}
+        for place, t in places:
+            if place is not None and place.layer is not None and place.step is not None:
+                found.setdefault(_recurrence_of(place), {})[place.step] = (node, t)
+                steps.setdefault(_recurrence_of(place), set()).add(place.step)
+    return {group: [states.get(t) for t in range(min(steps[group]), max(steps[group]) + 1)]
+            for group, states in found.items()}
 
 
 def _drops_steps(node: Node) -> bool:
