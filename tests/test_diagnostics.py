@@ -367,3 +367,22 @@ def test_layer_gradient_flow_keeps_every_step_when_the_loss_skips_the_last_h() -
     assert forward[:3].all() and reverse[1:].all()
     for key in flows[0]:
         np.testing.assert_allclose(flows[0][key], flows[1][key], rtol=1e-12)
+
+
+def test_layer_gradient_flow_steps_are_those_the_run_made_and_unused_runs_read_zero() -> None:
+    """Steps driven by hand at t = 0, 2, 4, 6 got zeros at 1, 3, 5 that never ran; a one-step run
+    whose h the loss does not use was dropped by the composed layer (the fused one gave 0)."""
+    lstm = ts.nn.LSTM(2, 3).double()
+    x = ts.tensor(np.random.default_rng(0).standard_normal((8, 1, 2)))
+    state, outs = None, []
+    for t in range(0, 8, 2):
+        with ts.scope(step=t):
+            out, state = lstm(x[t:t + 1], state)
+        outs.append(out)
+    flow = diagnostics.layer_gradient_flow(ts.stack(outs).sum())
+    assert [values.shape for values in flow.values()] == [(4,)] and flow[("LSTM", 0, 0)].all()
+    fused = ts.nn.LSTM(2, 3, fused=True).double()
+    fused.load_state_dict(lstm.state_dict())
+    flows = [diagnostics.layer_gradient_flow(layer(x[:1])[1][1].sum()) for layer in (lstm, fused)]
+    for one in flows:
+        assert {key: list(values) for key, values in one.items()} == {("LSTM", 0, 0): [0.0]}

@@ -182,3 +182,10 @@ def test_an_empty_dim_tuple_reduces_every_dim_in_torch_too() -> None:
     assert [x.sum(dim=()).item(), x.mean(dim=[]).item(), x.amax(dim=()).item(), x.amin(dim=()).item()] == [
         15.0, 2.5, 5.0, 0.0]
     assert x.sum(dim=(), keepdim=True).shape == (1, 1)
+
+
+def test_where_of_two_numpy_numbers_is_float32_with_a_float_as_in_pytorch() -> None:
+    mask = ts.tensor([True, False])
+    assert ts.where(mask, np.int64(1), np.float32(2.5)).dtype == np.float32
+    assert ts.where(mask, np.float16(1), np.float16(2)).dtype == np.float32
+    assert ts.where(mask, 2, np.int8(3)).dtype == np.int64

@@ -258,6 +258,15 @@ def test_a_module_s_optional_forward_arguments_get_none_of_its_parameters():
     model = Scaled()
     assert ts.gradcheck(model, [f64(np.ones((2, 3)), "x"), *model.parameters()]) is True
     assert seen and all(scale is None for scale in seen)
+    seen.clear()  # an input before the module's own parameters is its argument, and is checked
+    scale = f64(np.full((2, 3), 2.0), "scale")
+    report = ts.gradcheck(model, [f64(np.ones((2, 3)), "x"), scale, *model.parameters()],
+                          raise_exception=False)
+    assert report and all(s is scale for s in seen) and "scale" in [name for name, *_ in report.per_tensor]
+    h0 = f64(np.random.default_rng(1).standard_normal((1, 2, 4)), "h0")
+    used, original = [], rnn.forward
+    rnn.forward = lambda input, hx=None, lengths=None: used.append(hx) or original(input, hx, lengths)
+    assert ts.gradcheck(rnn, [xs, h0, *rnn.parameters()]) is True and all(h is h0 for h in used)
 
 
 def test_wrong_op_in_a_module_forward_is_reported_against_the_parameter(rng):

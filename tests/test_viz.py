@@ -419,7 +419,7 @@ def test_node_count_guard_suggests_what_would_still_shrink_the_picture():
     with pytest.raises(ValueError, match="Use level='layer', elide the middle") as err:
         ts.viz.draw(loss, level="cell", max_nodes=50)
     assert "level='cell'" not in str(err.value)
-    with pytest.raises(ValueError, match=r"smaller max_steps \(now 40; try max_steps=20\)") as err:
+    with pytest.raises(ValueError, match=r"fewer steps \(now max_steps=40; try max_steps=20\)") as err:
         ts.viz.draw(loss, level="cell", max_steps=40, max_nodes=20)
     assert "max_steps=10" not in str(err.value)
     with pytest.raises(ValueError, match=r"Use level='layer', or pass max_nodes=None"):
@@ -722,3 +722,13 @@ def test_dot_renders_a_long_bidirectional_stack_quickly(level: str, steps: int):
     assert result.returncode == 0, result.stderr
     texts = ["".join(t.itertext()) for t in ET.fromstring(result.stdout).iter(f"{SVG}text")]
     assert texts.count("LSTM.weight_hh_l1_reverse") == 1  # drawn once, shared by all steps
+
+
+def test_the_node_count_error_survives_pickling_and_spells_cli_flags() -> None:
+    import pickle
+
+    error = ts.viz.PictureTooLargeError("cell", 49, 20, 40)
+    again = pickle.loads(pickle.dumps(error))
+    assert str(again) == str(error) and again.nodes == 49
+    assert error.advice(flags=True) == ("Use --level layer, or keep fewer steps (now --max-steps 40; try "
+                                        "--max-steps 20)")

@@ -170,8 +170,8 @@ def _layer_states(nodes: list[Node]) -> dict[tuple, list[StepState | None]]:
             if place is not None and place.layer is not None and place.step is not None:
                 found.setdefault(_recurrence_of(place), {})[place.step] = (node, t)
                 steps.setdefault(_recurrence_of(place), set()).add(place.step)
-    return {group: [states.get(t) for t in range(min(steps[group]), max(steps[group]) + 1)]
-            for group, states in found.items()}
+    return {group: [found.get(group, {}).get(t) for t in sorted(group_steps)]
+            for group, group_steps in steps.items()}
 
 
 def _drops_steps(node: Node) -> bool:

@@ -177,8 +177,9 @@ def gradcheck(fn: Callable[..., Any], inputs: Tensor | Iterable[Tensor], eps: fl
     """Check ``fn``'s gradients with respect to ``inputs`` against central finite differences.
 
     ``fn`` returns a Tensor or a (nested) tuple/list/dict of Tensors.  It is called with as many
-    leading inputs as it has positional parameters (a Module: its ``forward``; all inputs if it
-    takes ``*args``); the rest, typically module parameters, reach it through a closure:
+    leading inputs as it has positional parameters (a Module: its ``forward``, and only the inputs
+    before its own first parameter; all inputs if it takes ``*args``); the rest, typically module
+    parameters, reach it through a closure:
     ``gradcheck(lambda x: model(x).sum(), [x, *model.parameters()])`` or
     ``gradcheck(model, [x, *model.parameters()])``.  Inputs are checked in
     float64 copies and restored (data, dtype, requires_grad, grad) afterwards.  ``fast_mode``
@@ -297,18 +298,20 @@ def _describe(result: Any) -> str:
 
 
 def _leading_arguments(fn: Callable[..., Any], inputs: Sequence[Tensor]) -> Sequence[Tensor]:
-    """The inputs fn takes positionally: all, or as many as fn has positional parameters. A module's
-    forward counts only those without a default: its optional ones (an RNN's hx and lengths) are not
-    for its own parameters, which follow the inputs in ``[x, *model.parameters()]``."""
+    """The inputs fn takes positionally: all, or as many as fn has positional parameters. A module
+    takes the inputs before its own first parameter: in ``[x, h, *rnn.parameters()]`` x and h, never
+    its weights as an optional argument (an RNN's hx and lengths)."""
     module = isinstance(fn, Module)
     try:
         parameters = inspect.signature(fn.forward if module else fn).parameters.values()
     except (TypeError, ValueError):  # no signature to read (some builtins): pass everything
         return inputs
-    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
-        return inputs
-    return inputs[:sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-                       and not (module and p.default is not p.empty) for p in parameters)]
+    count = len(inputs) if any(p.kind is p.VAR_POSITIONAL for p in parameters) else sum(
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters)
+    if module:
+        own = {id(param) for param in fn.parameters()}
+        count = min(count, next((i for i, t in enumerate(inputs) if id(t) in own), len(inputs)))
+    return inputs[:count]
 
 
 class _Objective:

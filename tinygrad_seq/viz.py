@@ -805,8 +805,12 @@ class PictureTooLargeError(ValueError):
 
     def __init__(self, level: str, nodes: int, limit: int, max_steps: int | None) -> None:
         self.level, self.nodes, self.limit, self.max_steps = level, nodes, limit, max_steps
+        self.arguments = (level, nodes, limit, max_steps)
         super().__init__(f"draw: the {level}-level picture has {nodes} nodes (limit max_nodes={limit}); "
                          f"graphviz would take minutes and the result would be unreadable. {self.advice()}.")
+
+    def __reduce__(self) -> tuple:  # (picklable and copyable, as an exception crossing processes must be)
+        return type(self), self.arguments
 
     def advice(self, flags: bool = False) -> str:
         """Only what would still shrink this picture, spelled as ``draw``'s arguments or, with ``flags``,
@@ -820,7 +824,7 @@ class PictureTooLargeError(ValueError):
             if self.max_steps is None:
                 hints.append(f"elide the middle of long sequences with {spell('max_steps', 10)}")
             elif self.max_steps > 2:
-                hints.append(f"keep fewer steps with a smaller max_steps (now {self.max_steps}; "
+                hints.append(f"keep fewer steps (now {spell('max_steps', self.max_steps)}; "
                              f"try {spell('max_steps', self.max_steps // 2)})")
         if not flags:
             hints.append("pass max_nodes=None to draw it anyway")

@@ -360,9 +360,10 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     if c.dtype != np.bool_:
         raise TypeError(f"where: condition must be boolean, got {c.dtype}")
     x, y = operands(a, b)
-    numbers = type(x) is not np.ndarray and type(y) is not np.ndarray
-    if numbers and (isinstance(x, float) or isinstance(y, float)):  # two numbers, one a float: float32,
-        x, y = np.float32(x), np.float32(y)                         # as in PyTorch (numpy: float64)
+    if type(x) is not np.ndarray and type(y) is not np.ndarray:  # two numbers (numpy's too), as PyTorch
+        x, y = (v.item() if isinstance(v, np.generic) else v for v in (x, y))  # takes them:
+        if isinstance(x, float) or isinstance(y, float):  # with a float, float32 (numpy: float64)
+            x, y = np.float32(x), np.float32(y)
     try:
         out = np.where(c, x, y)
     except ValueError:
