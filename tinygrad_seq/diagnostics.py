@@ -375,18 +375,16 @@ def _recurrence(module: Module, inputs: Any, state: Any, layer: int, direction: 
 
 
 def _check_state(module: Module, x: np.ndarray, states: tuple[np.ndarray, ...], owner: str) -> None:
-    """The initial state as ``module`` itself takes it, for inputs ``x``: (h, c) for an LSTM, h for the
-    others; (layers * directions, B, H) for a layer, (B, H) for a cell (without B for unbatched x)."""
+    """The initial state as ``module`` itself takes it (its ``_state_shape`` and count), for inputs
+    ``x``: (h, c) for an LSTM, h for the others."""
     if type(module) not in _WEIGHT_BLOCKS and type(module) not in _CELL_OF_LAYER:
         return  # (not a recurrent module: _recurrence says so)
-    name = type(module).__name__
-    count = 2 if isinstance(module, (LSTM, LSTMCell)) else 1
+    name, count = type(module).__name__, module._state_count
     if len(states) != count:
         raise ValueError(f"{owner}: {name}'s state is {'a pair (h, c)' if count == 2 else 'one tensor h'}, "
                          f"got {len(states)} tensor(s)")
-    batch = () if x.ndim == 2 else (x.shape[0 if getattr(module, "batch_first", False) else 1],)
-    lead = () if type(module) in _WEIGHT_BLOCKS else (module.num_layers * (2 if module.bidirectional else 1),)
-    expected = lead + batch + (module.hidden_size,)
+    batch = None if x.ndim == 2 else x.shape[0 if getattr(module, "batch_first", False) else 1]
+    expected = module._state_shape(batch)
     for part in states:
         if part.shape != expected:
             raise ValueError(f"{owner}: expected a state of shape {expected} for {name} and inputs of shape "

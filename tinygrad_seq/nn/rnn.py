@@ -244,13 +244,17 @@ class _CellBase(Module):
         for name in ("bias_ih", "bias_hh"):
             self.register_parameter(name, _uniform_parameter((rows,), bound) if bias else None)
 
+    def _state_shape(self, batch: int | None) -> tuple[int, ...]:
+        """The shape of each tensor of the state this cell takes, for a batch (None: unbatched)."""
+        return (self.hidden_size,) if batch is None else (batch, self.hidden_size)
+
     def forward(self, input: Tensor, hx: Any = None) -> Any:
         owner = type(self).__name__
         x = _check_input(input, (1, 2), self.input_size, self.weight_ih.dtype, owner)
         unbatched = x.ndim == 1
         if unbatched:
             x = x.unsqueeze(0)
-        expected = (self.hidden_size,) if unbatched else (x.shape[0], self.hidden_size)
+        expected = self._state_shape(None if unbatched else x.shape[0])
         state = _unpack_state(hx, self._state_count, ("hx", "cx"), expected,
                               "(hidden_size,) for unbatched input" if unbatched else "(batch, hidden_size)",
                               self.weight_ih.dtype, owner)
@@ -379,6 +383,12 @@ class _RNNBase(Module):
         """(weight_ih, weight_hh, bias_ih, bias_hh) of one layer and direction (biases None if off)."""
         return tuple(getattr(self, name, None) for name in self._weight_names[layer, direction])
 
+    def _state_shape(self, batch: int | None) -> tuple[int, ...]:
+        """The shape of each tensor of the state (h0, c0) this layer takes, for a batch (None:
+        unbatched): one slot per layer and direction, never batch-first."""
+        slots = self.num_layers * self._directions
+        return (slots, self.hidden_size) if batch is None else (slots, batch, self.hidden_size)
+
     def forward(self, input: Tensor, hx: Any = None, lengths: Any = None) -> tuple[Tensor, Any]:
         owner = type(self).__name__
         dtype = _parameter_dtype(self, owner)
@@ -395,11 +405,10 @@ class _RNNBase(Module):
         if steps == 0:
             raise ValueError(f"{owner} expected a sequence of at least one time step, got input of shape "
                              f"{input.shape}")
-        slots = self.num_layers * self._directions
+        expected = self._state_shape(None if unbatched else batch)
         if unbatched:
-            expected, layout = (slots, self.hidden_size), "(num_layers * num_directions, hidden_size)"
+            layout = "(num_layers * num_directions, hidden_size)"
         else:
-            expected = (slots, batch, self.hidden_size)
             layout = ("(num_layers * num_directions, batch, hidden_size)"
                       + (", not batch-first even with batch_first=True" if self.batch_first else ""))
         state = _unpack_state(hx, self._state_count, ("h0", "c0"), expected, layout, dtype, owner)
