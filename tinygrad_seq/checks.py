@@ -1,4 +1,5 @@
-"""What counts as an integer argument, defined once for every op and module that takes one."""
+"""Argument checks shared by ops and modules, defined once: integers (dims, sizes, indices), numbers,
+dtypes and shapes."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ def is_integer(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def one_dim(dim: Any, op: str) -> int:
-    """``dim`` of an op that takes exactly one, as an int; its range is the op's to check."""
-    if not is_integer(dim):
-        raise TypeError(f"{op}: dim must be an int, got {dim!r}")
-    return int(dim)
+def integer(value: Any, op: str, name: str) -> int:
+    """``value`` (the argument ``name`` of ``op``: a dim, a size, an index) as an int, or a TypeError
+    naming both; its range is the op's to check."""
+    if not is_integer(value):
+        raise TypeError(f"{op}: {name} must be an integer, got {value!r}")
+    return int(value)
 
 
 def dtype_or_cpu(dtype: Any, op: str) -> np.dtype | None:
@@ -54,3 +56,8 @@ def sizes(shape: tuple, op: str, inferred: bool = False) -> tuple[int, ...]:
 def is_number(value: Any) -> bool:
     """A real number (Python's or numpy's), not a bool: a hyper-parameter or a clipping bound."""
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def is_flag(value: Any) -> bool:
+    """True or False (numpy's too): a string such as 'no' would be truthy where a flag is read."""
+    return isinstance(value, (bool, np.bool_))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .autograd import enable_grad
-from .checks import is_number
+from .checks import is_flag, is_number
 from .tensor import Tensor
 
 ParamsArg = Iterable[Tensor] | Iterable[Mapping[str, Any]]
@@ -70,7 +70,7 @@ class Optimizer:
         name = type(self).__name__
         for key, value in group.items():
             if key in ("nesterov", "amsgrad"):
-                if not isinstance(value, (bool, np.bool_)):
+                if not is_flag(value):
                     raise TypeError(f"{name}: {key} must be True or False, got {value!r}")
             elif key == "betas":
                 if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(map(is_number, value))):
@@ -90,10 +90,7 @@ class Optimizer:
     def zero_grad(self, set_to_none: bool = True) -> None:
         for group in self.param_groups:
             for param in group["params"]:
-                if set_to_none or param._grad is None:
-                    param._grad = None  # (the slot itself: None needs none of the setter's checks)
-                else:
-                    param.grad = Tensor.constant(np.zeros_like(param.data))
+                param._zero_grad(set_to_none)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a gradient; ``closure`` re-evaluates and returns the loss."""

@@ -288,6 +288,14 @@ class Tensor:
         node.hooks.append(on_gradient)
         return lambda: node.hooks.remove(on_gradient) if on_gradient in node.hooks else None
 
+    def _zero_grad(self, set_to_none: bool) -> None:
+        """What ``zero_grad`` (a module's or an optimizer's) does to one parameter: None, or zeros where
+        there was a gradient (None is written to the slot itself: it needs none of the setter's checks)."""
+        if set_to_none or self._grad is None:
+            self._grad = None
+        else:
+            self._grad = Tensor.constant(np.zeros_like(self._data))
+
     def _accumulate_grad(self, grad: np.ndarray) -> None:
         """Called by the engine: add ``grad`` into ``.grad`` (a new read-only array, or ``grad`` itself
         frozen: the engine never writes into a gradient it has handed on)."""

@@ -914,8 +914,8 @@ def save(graph_or_roots: Any, path: str | Path, **draw_options: Any) -> Path:
         rendered = graph.pipe(format=fmt)
     except (graphviz.ExecutableNotFound, graphviz.CalledProcessError, BrokenPipeError) as err:
         source_path = _fallback_path(path, graph.source)
-        atomic_write(source_path, f"{graph.source}{_FALLBACK_MARK}: {_plain(path.name)} could not be "
-                                  "rendered\n".encode())
+        fallback = f"{graph.source}{_FALLBACK_MARK}: {_plain(path.name)} could not be rendered\n"
+        atomic_write(source_path, fallback.encode("utf-8"))
         saved = (f"The DOT source was written to {str(source_path)!r} instead (render it later with "
                  f"`dot -T{fmt} {source_path} -o {path}`).")
         if isinstance(err, graphviz.ExecutableNotFound):

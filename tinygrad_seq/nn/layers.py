@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..autograd import IndexGrad
-from ..checks import is_integer
+from ..checks import integer, is_integer
 from ..creation import generator
 from ..ops.elementwise import data_of
 from ..ops.linalg import addmm
@@ -59,8 +59,7 @@ def padding_row(padding_idx: Any, num_embeddings: int, op: str) -> int | None:
     """``padding_idx`` as the row it names (negative ones count from the end, as in PyTorch)."""
     if padding_idx is None:
         return None
-    if not is_integer(padding_idx):
-        raise TypeError(f"{op}: padding_idx must be an integer, got {padding_idx!r}")
+    padding_idx = integer(padding_idx, op, "padding_idx")
     if not -num_embeddings <= padding_idx < num_embeddings:
         raise ValueError(f"{op}: padding_idx {padding_idx} must be within "
                          f"[-{num_embeddings}, {num_embeddings}) for {num_embeddings} embeddings")

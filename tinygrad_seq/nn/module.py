@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import provenance
 from ..autograd import gc_paused
-from ..checks import dtype_or_cpu
+from ..checks import dtype_or_cpu, is_flag
 from ..tensor import Tensor
 
 
@@ -146,7 +146,7 @@ class Module:
 
     # -- modes and grads ------------------------------------------------------------------------
     def train(self, mode: bool = True) -> Module:
-        if not isinstance(mode, (bool, np.bool_)):  # train("no") would be truthy
+        if not is_flag(mode):
             raise TypeError(f"{type(self).__name__}.train: mode must be True or False, got {mode!r}")
         for module in self.modules():
             object.__setattr__(module, "training", mode)
@@ -160,10 +160,7 @@ class Module:
         # step); a parameter two modules share is reset twice, to the same result
         for _, module in self.named_modules():
             for param in module._parameters.values():
-                if set_to_none or param._grad is None:
-                    param._grad = None  # (the slot itself: None needs none of the setter's checks)
-                else:
-                    param.grad = Tensor.constant(np.zeros_like(param.data))
+                param._zero_grad(set_to_none)
 
     def requires_grad_(self, requires_grad: bool = True) -> Module:
         for param in self.parameters():
@@ -229,8 +226,7 @@ class Module:
         for key, param in params.items():
             if key in state_dict:
                 try:
-                    value = np.asarray(state_dict[key]._data if isinstance(state_dict[key], Tensor)
-                                       else state_dict[key])
+                    value = np.asarray(state_dict[key])  # (a Tensor gives its array)
                 except ValueError as err:  # ragged nesting
                     mismatched.append(f"{key}: checkpoint holds no array ({err})")
                     continue

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..checks import is_integer, one_dim
+from ..checks import integer, is_flag, is_integer
 from ..tensor import Tensor
 from .elementwise import as_float
 
@@ -35,13 +35,13 @@ def normalize_dim(x: np.ndarray, dim: Any, op: str) -> int:
     """``normalize_dims`` for an op that takes exactly one dim (of a tensor that has one)."""
     if x.ndim == 0:
         raise IndexError(f"{op}: a 0-d tensor has no dim {dim} to {op} along")
-    return normalize_dims(x, one_dim(dim, op), op)[0]
+    return normalize_dims(x, integer(dim, op, "dim"), op)[0]
 
 
 def _one_element_row(x: Tensor, dim: Any, op: str) -> Tensor:
     """A 0-d ``x`` as shape (1,), once ``dim`` is 0 or -1: the one-dim ops that PyTorch defines on a
     0-d tensor (softmax, max(dim), argmax, ...) treat it as a row of one element."""
-    normalize_dims(x._data, one_dim(dim, op), op)
+    normalize_dims(x._data, integer(dim, op, "dim"), op)
     return x.reshape(1)
 
 
@@ -67,7 +67,7 @@ def _resolve(x: np.ndarray, dim: Any, keepdim: bool, axis: Any, keepdims: Any, o
         if keepdim and not keepdims:
             raise TypeError(f"{op}: got keepdim={keepdim!r} and keepdims={keepdims!r}; give one of them")
         keepdim = keepdims
-    if keepdim is not False and keepdim is not True and not isinstance(keepdim, np.bool_):
+    if keepdim is not False and keepdim is not True and not is_flag(keepdim):  # (the common values first)
         raise TypeError(f"{op}: keepdim must be True or False, got {keepdim!r}")
     return _reduced_dims(x, dim, op), bool(keepdim)
 

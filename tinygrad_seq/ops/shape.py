@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..autograd import IndexGrad, interned_shape
-from ..checks import is_integer, one_dim, sizes, unpacked
+from ..checks import integer, is_integer, sizes, unpacked
 from ..tensor import Tensor
 from .elementwise import pass_through
 from .reduce import normalize_dim, normalize_dims
@@ -98,7 +98,7 @@ def squeeze(x: Tensor, dim: int | tuple[int, ...] | None = None) -> Tensor:
 
 
 def unsqueeze(x: Tensor, dim: int) -> Tensor:
-    dim = one_dim(dim, "unsqueeze")
+    dim = integer(dim, "unsqueeze", "dim")
     if not -x.ndim - 1 <= dim <= x.ndim:
         raise IndexError(f"unsqueeze: dim {dim} is out of range for a tensor of shape {x.shape}")
     dim = dim % (x.ndim + 1)
@@ -197,18 +197,11 @@ def narrow(x: Tensor, dim: int, start: int, length: int) -> Tensor:
     view, drawn as a ``getitem``. Every narrow of the same part of the same shape and dtype shares one
     backward: a recurrent layer's gate slices, 4 per time step, then record no backward object each."""
     if type(dim) is not int or type(start) is not int or type(length) is not int:
-        dim, start, length = (_integer("narrow", name, value) for name, value in
+        dim, start, length = (integer(value, "narrow", name) for name, value in
                               (("dim", dim), ("start", start), ("length", length)))
     source = x._data
     backward = _narrowing(dim, start, length, source.shape, source.dtype)
     return Tensor.from_op(source[backward.index], "getitem", (x,), backward)
-
-
-def _integer(op: str, name: str, value: Any) -> int:
-    """``value`` as an int, or a TypeError naming ``op``: a float size would be truncated silently."""
-    if not is_integer(value):
-        raise TypeError(f"{op}: {name} must be an integer, got {value!r}")
-    return int(value)
 
 
 @functools.lru_cache(maxsize=1024)  # a program narrows a few places of a few shapes
@@ -288,7 +281,7 @@ def _cat_node(out: np.ndarray, tensors: Sequence[Tensor], dim: int) -> Tensor:
 def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     tensors, dtype = _join_inputs("stack", tensors)
     _check_join("stack", tensors, -1, same_dim=False)
-    ndim, dim = tensors[0].ndim + 1, one_dim(dim, "stack")
+    ndim, dim = tensors[0].ndim + 1, integer(dim, "stack", "dim")
     if not -ndim <= dim < ndim:
         raise IndexError(f"stack: dim {dim} is out of range for stacking tensors of shape {tensors[0].shape}")
     dim %= ndim
@@ -321,7 +314,7 @@ def split(x: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) 
         sizes = [min(split_size_or_sections, length - s)
                  for s in range(0, length, split_size_or_sections)] or [0]  # an empty dim: one empty piece
     elif isinstance(split_size_or_sections, (list, tuple)):
-        sizes = [_integer("split", "each size", n) for n in split_size_or_sections]
+        sizes = [integer(n, "split", "each size") for n in split_size_or_sections]
         if any(n < 0 for n in sizes):
             raise ValueError(f"split: sizes {sizes} must not be negative")
         if sum(sizes) != length:
