@@ -196,8 +196,9 @@ def test_layer_gradient_flow_finds_the_layers_when_the_loss_uses_only_the_final_
     assert sorted(composed) == sorted(fused) == [(kind, n, d) for n in (0, 1) for d in (0, 1)]
     for key in composed:
         np.testing.assert_allclose(fused[key], composed[key], rtol=1e-12, atol=1e-15)
-    # the top forward direction's last state is h_n itself: its gradient is 2 h_n, nothing else
-    np.testing.assert_allclose(composed[kind, 1, 0][-1], np.linalg.norm(2 * h_n[-2].numpy()), rtol=1e-12)
+    # the top forward direction's last state is h_n itself: its gradient is 2 h_n, nothing else, of the
+    # one sequence still running at the last step
+    np.testing.assert_allclose(composed[kind, 1, 0][-1], np.linalg.norm(2 * h_n[-2, 0].numpy()), rtol=1e-12)
 
 
 def test_layer_gradient_flow_of_a_layer_run_without_a_module_path(rng):
@@ -386,3 +387,36 @@ def test_layer_gradient_flow_steps_are_those_the_run_made_and_unused_runs_read_z
     flows = [diagnostics.layer_gradient_flow(layer(x[:1])[1][1].sum()) for layer in (lstm, fused)]
     for one in flows:
         assert {key: list(values) for key, values in one.items()} == {("LSTM", 0, 0): [0.0]}
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_layer_gradient_flow_with_lengths_counts_only_the_sequences_running_at_each_step(rng, kind, fused):
+    """Packed semantics: at step t a sequence shorter than t has no state (forward: it ended; reverse: it
+    has not started), so it adds nothing to ||dL/dh_t||, though the padded batch carries its state (and
+    that state's gradient) through the padding. Oracle: each sequence run alone, unpadded, its norms
+    combined per step over the sequences running then."""
+    lengths, steps, hidden = [5, 2, 4], 5, 3
+    ts.manual_seed(3)
+    layer = getattr(ts.nn, kind)(2, hidden, num_layers=2, bidirectional=True, fused=fused).double()
+    x = rng.standard_normal((steps, 3, 2))
+    weights = rng.standard_normal((steps, 3, 2 * hidden))
+
+    def loss_of(out: ts.Tensor, state: object, w: np.ndarray) -> ts.Tensor:
+        h_n = state[0] if kind == "LSTM" else state
+        return (out * ts.tensor(w)).sum() + (h_n ** 2).sum()
+
+    out, state = layer(ts.tensor(x), lengths=lengths)
+    flows = diagnostics.layer_gradient_flow(loss_of(out, state, weights))
+    squares = {key: np.zeros(steps) for key in flows}
+    for b, length in enumerate(lengths):
+        alone_out, alone_state = layer(ts.tensor(x[:length, b:b + 1]))
+        alone = diagnostics.layer_gradient_flow(loss_of(alone_out, alone_state, weights[:length, b:b + 1]))
+        for key, norms in alone.items():
+            squares[key[0].split(" #")[0], key[1], key[2]][:length] += norms ** 2
+    assert len(squares) == 4
+    for key, norms in flows.items():
+        np.testing.assert_allclose(norms, np.sqrt(squares[key]), rtol=1e-10, atol=1e-14)
+    # gradient_flow of the output reads the same states
+    np.testing.assert_array_equal(diagnostics.gradient_flow(loss_of(out, state, weights), out, directions=2),
+                                  [flows[kind, 1, 0], flows[kind, 1, 1]])

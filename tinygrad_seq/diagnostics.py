@@ -145,13 +145,23 @@ def _direction_steps(node: Node) -> tuple[tuple, list[StepState]] | None:
     if not all(p is not None and p.prov is not None and p.prov.step is not None
                and _recurrence_of(p.prov) == group for p in node.parents):
         return None
-    return group, [(p, None) for p in sorted(node.parents, key=lambda p: p.prov.step)]
+    return group, [(_cell_state(p), None) for p in sorted(node.parents, key=lambda p: p.prov.step)]
+
+
+def _cell_state(node: Node) -> Node:
+    """The state a composed step's cell made, behind ``node``: at a masked step (variable lengths) the
+    layer's state is ``where(valid, cell's, kept)``, which carries the finished sequences' states and
+    their gradient through the padding; the cell's own has the gradient of the sequences running at
+    the step only, as packed sequences count it (a fused layer's ``Unrolled.h_norms`` does the same)."""
+    if node.op == "where" and node.parents[0] is not None and node.parents[0].prov is node.prov:
+        return node.parents[0]
+    return node
 
 
 def _layer_states(nodes: list[Node]) -> dict[tuple, list[StepState | None]]:
     """Each recurrent layer direction's per-step states in time order, by (module, call, layer,
-    direction): what a layer names ``h`` at each step (at a masked step the masked state, made
-    last), and each step of a fused layer's sequence node. Found whichever output the loss uses; a
+    direction): what a layer names ``h`` at each step (``_cell_state``), and each step of a fused
+    layer's sequence node. Found whichever output the loss uses; a
     step whose h the loss does not use (an LSTM's last h, when the loss reads only c_n) is None, so
     that the steps keep their places (the steps the run made are those its ops record)."""
     found: dict[tuple, dict[int, StepState]] = {}
@@ -168,7 +178,7 @@ def _layer_states(nodes: list[Node]) -> dict[tuple, list[StepState | None]]:
             continue
         for place, t in places:
             if place is not None and place.layer is not None and place.step is not None:
-                found.setdefault(_recurrence_of(place), {})[place.step] = (node, t)
+                found.setdefault(_recurrence_of(place), {})[place.step] = (_cell_state(node), t)
                 steps.setdefault(_recurrence_of(place), set()).add(place.step)
     return {group: [found.get(group, {}).get(t) for t in sorted(group_steps)]
             for group, group_steps in steps.items()}

@@ -244,8 +244,9 @@ class Unrolled:
     # Norms per step, set by backward only while someone observes the walk (diagnostics,
     # viz.record_grad_norms), as the composed layer's nodes would get them: ||dL/d(state_t)|| with
     # the gradient through time (an LSTM's dL/dc_t includes its path through h_t), ||dL/dh_t|| (the
-    # h part), and ||dL/d(input_t)|| (None if the input needs no gradient). (T,) each: a picture
-    # needs no more, and the graph keeps nothing sequence-sized.
+    # h part, of the sequences running at t: a finished one's carried state is not its h_t), and
+    # ||dL/d(input_t)|| (None if the input needs no gradient). (T,) each: a picture needs no more,
+    # and the graph keeps nothing sequence-sized.
     state_norms: np.ndarray | None = field(default=None, repr=False)
     h_norms: np.ndarray | None = field(default=None, repr=False)
     input_norms: np.ndarray | None = field(default=None, repr=False)
@@ -341,7 +342,8 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
         prepared = True
         grads = sums.result(input_shape)
         if kept is not None:
-            unrolled.state_norms, unrolled.h_norms = _norms(kept), _norms(kept[..., :hidden])
+            h_parts = kept[..., :hidden] if valid is None else np.where(valid, kept[..., :hidden], 0)
+            unrolled.state_norms, unrolled.h_norms = _norms(kept), _norms(h_parts)
             unrolled.input_norms = None if grads[0] is None else _norms(grads[0])
         return (*grads, *(_blocks(d_before, cell.state_count) if state_inputs else ()))
 
