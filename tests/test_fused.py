@@ -134,13 +134,17 @@ def _step_norms(picture: str) -> list[tuple[str, str]]:
     return re.findall(r"<B>t=(\d+)</B><BR/>\d+ ops<BR/>(?:gates [^<]*<BR/>)?‖g‖ ([^>]+)>", picture)
 
 
+@pytest.mark.parametrize("lengths", [None, [4, 2]])
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
-def test_fused_steps_are_coloured_by_the_gradient_through_time_as_the_composed_ones(kind: str) -> None:
+def test_fused_steps_are_coloured_by_the_gradient_through_time_as_the_composed_ones(
+        kind: str, lengths: list | None) -> None:
     """A step's norm is of the gradient reaching its state, including through time; the fused
-    picture reads it from what the sequence node's backward kept, so the two pictures agree."""
+    picture reads it from what the sequence node's backward kept, so the two pictures agree (at the
+    padded steps of variable lengths too)."""
     pictures, norms = [], []
     for layer in _pair(layer_cases(kind)[0] | {"layers": 1, "bidirectional": True}):
-        out, state = layer(ts.tensor(np.random.default_rng(3).standard_normal((4, 2, layer.input_size))))
+        x = ts.tensor(np.random.default_rng(3).standard_normal((4, 2, layer.input_size)))
+        out, state = layer(x, lengths=lengths)
         # the final state is used too: else a composed LSTM's last c_t has no edge out of its box, and
         # the box's norm is of h_t alone, while a fused step's state [h_t, c_t] is one tensor
         loss = sum((s * s).sum() for s in (out, *(state if isinstance(state, tuple) else (state,))))

@@ -334,8 +334,9 @@ def sequence(cell: Steps, layer_input: Tensor, weights: tuple[Tensor | None, ...
                 d_before = cell.backward(t, d_cell, weight, d_x[t - first], d_hidden[t - first])
                 if t in partial:  # a sequence that kept its state passes the gradient through unchanged
                     d_before += np.where(valid[t], 0, d_state)
-                if kept is not None:  # with what the cell left in d_cell: an LSTM's full dL/dc_t
-                    kept[t] = np.where(valid[t], d_cell, d_state) if t in partial else d_cell
+                if kept is not None:  # with what the cell left in d_cell: an LSTM's full dL/dc_t; at a
+                    # masked step the composed layer's state is a where after the cell, whose c has no h path
+                    kept[t] = d_state if t in partial else d_cell
             count = span.stop - first
             sums.add(slice(first * batch, span.stop * batch), d_x[:count], d_hidden[:count],
                      starts[span, :, :hidden])
