@@ -326,3 +326,18 @@ def test_a_ragged_state_value_is_named_and_agreeing_keepdims_are_no_conflict() -
     _raises(ts.nn.StateDictError, lambda: model.load_state_dict({"weight": [[1.0, 2.0], [3.0]],
                                                                   "bias": np.zeros(2)}),
             "weight: checkpoint holds no array")
+
+
+def test_linear_computes_in_its_weight_dtype_and_transpose_needs_both_dims() -> None:
+    """As PyTorch: a float32 Linear refuses a float64 input rather than turning the model's
+    arithmetic into float64; ``x.transpose(1)`` is an error, not a silent swap of dim 1 with itself."""
+    layer = ts.nn.Linear(3, 2)
+    _raises(TypeError, lambda: layer(ts.ones(4, 3, dtype=np.float64)), "linear", "input is float64",
+            "weight is float32", "module.to(float64)")
+    bias64 = ts.zeros(2, dtype=np.float64)
+    _raises(TypeError, lambda: ts.nn.functional.linear(ts.ones(4, 3), layer.weight, bias64), "linear",
+            "bias is float64")
+    assert layer.double()(ts.ones(4, 3, dtype=np.float64)).dtype == np.float64
+    with pytest.raises(TypeError, match="dim1"):
+        A.transpose(1)
+    assert A.transpose(1, 0).shape == (3, 2)

@@ -31,6 +31,11 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if np.ndim(data_of(input)) == 0 or input.shape[-1] != weight.shape[-1]:
         raise ValueError(f"linear: input of shape {tuple(np.shape(data_of(input)))} does not match weight "
                          f"{weight.shape}: expected {weight.shape[-1]} features in the last dimension")
+    for name, tensor in (("input", input), ("bias", bias)):  # as PyTorch: never a silent float64 model
+        # (integer features are allowed, beyond PyTorch: they compute in the weight's dtype, as matmul's)
+        if tensor is not None and tensor.dtype.kind == "f" and tensor.dtype != weight.dtype:
+            raise TypeError(f"linear: {name} is {tensor.dtype} but weight is {weight.dtype}; convert one: "
+                            f"{name}.to({weight.dtype}) or module.to({tensor.dtype})")
     if bias is not None and input.ndim == 2:
         return addmm(bias, input, weight.T)  # one op, as PyTorch's F.linear records for a batch
     out = input @ weight.T

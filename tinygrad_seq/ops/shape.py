@@ -58,8 +58,9 @@ def _permuted(x: Tensor, dims: tuple[int, ...], inverse: tuple[int, ...]) -> Ten
     return Tensor.from_op(x._data.transpose(dims), "permute", (x,), lambda g: (g.transpose(inverse),))
 
 
-def transpose(x: Tensor, dim0: int = -2, dim1: int = -1) -> Tensor:
-    """Swap two dims (PyTorch's meaning of transpose)."""
+def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
+    """Swap two dims (PyTorch's meaning of transpose: both are required, so ``x.transpose(1)`` of a
+    matrix is an error, not a swap of dim 1 with a default that happens to be itself)."""
     d0, d1 = normalize_dims(x._data, (dim0, dim1), "transpose")
     if x.ndim == 0:  # its dim 0 with itself, as PyTorch allows
         return _permuted(x, (), ())
