@@ -469,3 +469,53 @@ def test_unwritable_output_folder_fails_before_training(tmp_path: Path, capsys: 
         code, out, err = run_main(capsys, command, "--out", str(tmp_path / "locked"))
         assert_one_line_error(code, err, command, "cannot create the output folder", "Permission denied")
         assert "step" not in out  # nothing trained
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy on the way to nan
+def test_a_diverging_run_stops_with_one_line_and_saves_nothing(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    code, out, err = run_main(capsys, "train", "--steps", "5", "--lr", "1e300", "--hidden", "8",
+                              "--embed", "4", "--out", str(tmp_path))
+    assert_one_line_error(code, err.splitlines()[-1] + "\n", "train", "the loss is nan at step 2",
+                          "nothing was saved", "--lr (now 1e+300)")
+    assert not (tmp_path / "char_model.safetensors").exists()
+    with pytest.raises(charlm.DivergedError, match="the loss is nan at step 2"):
+        ts.manual_seed(0)
+        charlm.train(charlm.CharModel(4, 8), np.arange(40) % 4, steps=5, window=4, batch=2, lr=1e300)
+
+
+def test_progress_shows_a_huge_perplexity_without_overflowing(capsys: pytest.CaptureFixture) -> None:
+    report = charlm.progress_printer(2, every=1)
+    report(1, [800.0])
+    report(2, [800.0, 20.0])
+    printed = capsys.readouterr()
+    text = printed.out + printed.err
+    assert "loss 800.000  perplexity inf" in text and "loss 20.000  perplexity 4.85e+08" in text
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy on the way to nan
+def test_sampling_at_a_tiny_temperature_is_greedy_and_a_nan_model_is_named() -> None:
+    """At temperatures whose float32 logits / T overflow, the limit: always the most likely character."""
+    ts.manual_seed(3)
+    model = charlm.CharModel(4, 6)
+    greedy, ids, state = "", np.array([0]), None
+    with ts.no_grad():
+        for _ in range(10):  # by hand: the argmax of each step's logits
+            logits, _, state = model(ids[:, None], state)
+            ids = np.array([int(np.argmax(logits.numpy()[-1, 0]))])
+            greedy += "abcd"[ids[0]]
+    for temperature in (1e-39, 1e-320):
+        assert charlm.sample(model, "abcd", "a", 10, temperature, np.random.default_rng(0)) == "a" + greedy
+    model.head.bias.data = np.full(4, np.nan, np.float32)
+    with pytest.raises(ValueError, match="outputs are not finite"):
+        charlm.sample(model, "abcd", "a", 3, 1.0, np.random.default_rng(0))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy on the way to nan
+def test_sample_of_a_nan_checkpoint_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    model = charlm.CharModel(3, 4)
+    model.head.bias.data = np.full(3, np.nan, np.float32)
+    path = tmp_path / "nan.safetensors"
+    charlm.save_checkpoint(path, model, ts.optim.SGD(model.parameters(), lr=0.1), "abc")
+    code, out, err = run_main(capsys, "sample", "--checkpoint", str(path), "--prime", "a")
+    assert_one_line_error(code, err, "sample", "outputs are not finite")

@@ -33,6 +33,16 @@ ARCHITECTURE_KEYS = ("cell", "hidden", "layers", "embed")
 ProgressCallback = Callable[[int, Sequence[float]], None]
 
 
+class DivergedError(FloatingPointError):
+    """``train``'s loss stopped being finite: the weights are nan or inf from then on, so training
+    stops at once rather than run on (and save) a model that can only output nan."""
+
+    def __init__(self, step: int, loss: float) -> None:
+        super().__init__(f"train: the loss is {loss} at step {step}: the run diverged; lower the learning "
+                         "rate or clip the gradient norm")
+        self.step, self.loss = step, loss
+
+
 def zen_of_python() -> str:
     """The embedded default text: ``import this`` prints it, so capture that."""
     with contextlib.redirect_stdout(io.StringIO()) as printed:
@@ -115,6 +125,8 @@ def train(model: CharModel, text_ids: np.ndarray, steps: int, window: int = 32, 
         for inputs, targets in nn.truncated_bptt(streams, next_ids, window):
             logits, _, state = model(inputs, nn.detach_state(state))  # BPTT stops at the window's start
             loss = nn.functional.cross_entropy(logits.reshape(-1, vocab_size), targets.reshape(-1))
+            if not math.isfinite(loss.item()):
+                raise DivergedError(len(losses) + 1, loss.item())
             optimizer.zero_grad()
             loss.backward()
             if clip is not None:
@@ -139,7 +151,9 @@ def progress_printer(steps: int, every: int = 50, indent: str = "  ") -> Progres
         progress.step(loss=losses[-1])
         if step % every == 0 or step == steps:
             recent = float(np.mean(losses[-every:]))
-            progress.log(f"{indent}step {step:4d}  loss {recent:.3f}  perplexity {math.exp(recent):6.2f}")
+            perplexity = math.exp(recent) if recent < 700 else math.inf  # (exp overflows at 710)
+            shown = f"{perplexity:6.2f}" if perplexity < 1e6 else f"{perplexity:.3g}"
+            progress.log(f"{indent}step {step:4d}  loss {recent:.3f}  perplexity {shown}")
         if step == steps:
             progress.close()
 
@@ -172,9 +186,22 @@ def _draw(model: CharModel, vocab: str, ids: np.ndarray, length: int, temperatur
     for _ in range(length):
         with no_grad():  # per step: the caller's own code runs between the yields
             logits, _, state = model(ids[:, None], state)
-            probs = (logits[-1, 0] / temperature).softmax(0).numpy().astype(np.float64)
-        ids = np.array([rng.choice(len(vocab), p=probs / probs.sum())])
+        ids = np.array([_next_id(logits[-1, 0].numpy(), temperature, rng)])
         yield vocab[ids[0]]
+
+
+def _next_id(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
+    """A draw from softmax(logits / temperature), in float64: a tiny temperature would overflow
+    float32 logits to inf (the limit, at temperatures too small even for float64, is the argmax)."""
+    if not np.all(np.isfinite(logits)):
+        raise ValueError("sample: the model's outputs are not finite (its weights hold nan or inf: a "
+                         "diverged training run?)")
+    with np.errstate(over="ignore"):
+        scaled = logits.astype(np.float64) / temperature
+    if not np.all(np.isfinite(scaled)):
+        return int(np.argmax(logits))
+    probs = np.exp(scaled - scaled.max())
+    return int(rng.choice(len(probs), p=probs / probs.sum()))
 
 
 def save_checkpoint(path: PathLike, model: CharModel, optimizer: optim.Optimizer, vocab: str,

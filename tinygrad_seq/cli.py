@@ -27,6 +27,7 @@ import tinygrad_seq as ts
 from .charlm import (
     RECURRENT_LAYERS,
     CharModel,
+    DivergedError,
     encode,
     generate,
     load_checkpoint,
@@ -216,8 +217,12 @@ def _train(args: argparse.Namespace) -> int:
           f"over {args.window} characters, {args.batch} streams, Adam lr={args.lr:g}, clip={args.clip:g}",
           flush=True)
     every = max(1, min(50, args.steps // 10))
-    losses = train(model, encode(text, vocab), args.steps, window=args.window, batch=args.batch,
-                   clip=args.clip, on_progress=progress_printer(args.steps, every), optimizer=optimizer)
+    try:
+        losses = train(model, encode(text, vocab), args.steps, window=args.window, batch=args.batch,
+                       clip=args.clip, on_progress=progress_printer(args.steps, every), optimizer=optimizer)
+    except DivergedError as err:
+        raise CliError(f"the loss is {err.loss} at step {err.step}: training diverged, so nothing was "
+                       f"saved; try a smaller --lr (now {args.lr:g}) or --clip (now {args.clip:g})") from err
     path = out / CHECKPOINT_NAME
     first_word = text.split(maxsplit=1)[0][:20] if text.strip() else text[0]  # `sample`'s default prime
     config = {"steps": args.steps, "window": args.window, "batch": args.batch, "lr": args.lr,
@@ -240,8 +245,9 @@ def _sample(args: argparse.Namespace) -> int:
         characters = generate(model, vocab, prime, args.length, args.temperature,
                               np.random.default_rng(args.seed))
     print(prime, end="", flush=True)
-    for character in characters:  # as they are drawn: a long sample shows its progress by growing
-        print(character, end="", flush=True)
+    with user_input(f"--checkpoint {args.checkpoint!r}"):  # a model whose weights are not finite
+        for character in characters:  # as they are drawn: a long sample shows its progress by growing
+            print(character, end="", flush=True)
     print()
     return 0
 
