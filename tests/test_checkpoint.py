@@ -287,3 +287,40 @@ def test_unsavable_objects_are_named(tmp_path, rng):
     with pytest.raises(ValueError, match="two entries flatten to the same tensor name 'a/b'"):
         ts.save({"a/b": np.zeros(1), "a": {"b": np.zeros(1)}}, path)
     assert not path.exists() and os.listdir(tmp_path) == []
+
+
+def _handmade_safetensors(path, name: str, dtype: str, shape: list, data: bytes) -> None:
+    """The format by hand: an 8-byte little-endian header length, the JSON header, the raw data."""
+    header = json.dumps({name: {"dtype": dtype, "shape": shape, "data_offsets": [0, len(data)]}}).encode()
+    header += b" " * (-len(header) % 8)
+    path.write_bytes(len(header).to_bytes(8, "little") + header + data)
+
+
+def test_bfloat16_tensors_load_as_float32_and_float8_is_named(tmp_path):
+    """PyTorch often saves bfloat16, which numpy lacks: a bfloat16 is the top half of a float32."""
+    values = np.array([[1.5, -2.0, 0.15625], [2.0 ** 127, -0.0, np.inf]], np.float32)
+    assert np.array_equal((values.view(np.uint32) & 0xFFFF0000).view(np.float32), values)  # all exact
+    halves = (values.view(np.uint32) >> 16).astype("<u2")
+    _handmade_safetensors(tmp_path / "bf16.safetensors", "w", "BF16", [2, 3], halves.tobytes())
+    loaded = ts.load(tmp_path / "bf16.safetensors")["w"]
+    assert loaded.dtype == np.float32 and np.array_equal(loaded, values)
+    assert np.signbit(loaded[1, 1])
+    _handmade_safetensors(tmp_path / "f8.safetensors", "w", "F8_E4M3", [2], b"\x38\x40")
+    with pytest.raises(ValueError, match=r"tensor 'w' of .*f8\.safetensors has dtype F8_E4M3, which numpy"):
+        ts.load(tmp_path / "f8.safetensors")
+
+
+def test_structures_nested_too_deeply_are_refused_as_such(tmp_path):
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(TypeError, match="nested too deeply"):
+        ts.save({"a": deep}, tmp_path / "deep.safetensors")
+    path = tmp_path / "forged.safetensors"
+    for depth in (900, 100_000):  # past the decoder's recursion, and past json's own
+        forged = '{"list": [' * depth + "]}" * depth
+        safetensors_numpy.save_file({"a": np.zeros(1)}, path, metadata={
+            "tinygrad_seq.format": "1", "tinygrad_seq.structure": forged})
+        with pytest.raises(ValueError, match=r"forged\.safetensors is corrupt"):
+            ts.load(path)

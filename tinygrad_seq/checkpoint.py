@@ -83,6 +83,8 @@ def _decode(node: Any, tensors: Mapping[str, np.ndarray], source: str) -> Any:
         return _decoded(node, tensors)
     except (TypeError, ValueError, KeyError) as err:
         raise ValueError(f"ts.load: {source} is corrupt: {err}") from None
+    except RecursionError:  # (only a forged file nests deeper than save can write)
+        raise ValueError(f"ts.load: {source} is corrupt: its structure is nested too deeply") from None
 
 
 def _decoded(node: Any, tensors: Mapping[str, np.ndarray]) -> Any:
@@ -116,7 +118,11 @@ def save(obj: Mapping[str, Any], path: PathLike) -> None:
     path = Path(path)
     check_folder(path, "ts.save")
     tensors: dict[str, np.ndarray] = {}
-    structure = _encode(obj, (), tensors)
+    try:
+        structure = _encode(obj, (), tensors)
+    except RecursionError:  # a structure nested thousands deep (or one that contains itself)
+        raise TypeError("ts.save: the object is nested too deeply to store (does it contain itself?)"
+                        ) from None
     metadata = {_FORMAT_KEY: _FORMAT_VERSION, _STRUCTURE_KEY: json.dumps(structure)}
     atomic_write(path, safetensors.numpy.save(tensors, metadata=metadata))
 
@@ -142,7 +148,7 @@ def _load_safetensors(path: Path, magic: bytes) -> Any:
     try:
         with safetensors.safe_open(path, framework="np") as file:
             metadata = file.metadata() or {}
-            tensors = {name: file.get_tensor(name) for name in file.keys()}
+            tensors = {name: _tensor(file, name, path) for name in file.keys()}
     except safetensors.SafetensorError as err:
         kind = ("it looks like a pickle file, which is never loaded here because unpickling can run "
                 "code" if magic.startswith(_PICKLE_PROTOCOL_2_PLUS) else f"{err}")
@@ -154,9 +160,30 @@ def _load_safetensors(path: Path, magic: bytes) -> Any:
                          f"of tinygrad_seq reads format {_FORMAT_VERSION!r}")
     try:
         structure = json.loads(metadata[_STRUCTURE_KEY])
-    except json.JSONDecodeError as err:
-        raise ValueError(f"ts.load: {path} is corrupt: its structure metadata is not JSON ({err})") from None
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise ValueError(f"ts.load: {path} is corrupt: its structure metadata is not JSON that can be read "
+                         f"({err or 'nested too deeply'})") from None
     return _decode(structure, tensors, str(path))
+
+
+def _tensor(file: Any, name: str, path: Path) -> np.ndarray:
+    """One tensor of a safetensors file. numpy has no bfloat16, which PyTorch often saves: such a
+    tensor loads as float32 (exactly: a bfloat16 is a float32's upper 16 bits), as ``from_torch``
+    converts it; a dtype numpy cannot hold at all (float8) is named."""
+    try:
+        return file.get_tensor(name)
+    except (TypeError, AttributeError):  # safetensors asks numpy for a dtype it lacks
+        pass
+    with open(path, "rb") as raw:  # the format: an 8-byte header length, the JSON header, the data
+        header_size = int.from_bytes(raw.read(8), "little")
+        entry = json.loads(raw.read(header_size))[name]
+        if entry["dtype"] != "BF16":
+            raise ValueError(f"ts.load: tensor {name!r} of {path} has dtype {entry['dtype']}, which numpy "
+                             "cannot hold; convert it before saving (e.g. to float32)")
+        start, stop = entry["data_offsets"]
+        raw.seek(8 + header_size + start)
+        halves = np.frombuffer(raw.read(stop - start), dtype="<u2")
+    return (halves.astype(np.uint32) << 16).view(np.float32).reshape(entry["shape"])
 
 
 def load(path: PathLike) -> Any:
