@@ -143,3 +143,23 @@ def test_a_custom_backward_s_gradients_are_checked_naming_the_op() -> None:
         op_returning("a")(x).sum().backward()
     op_returning(np.ones((2, 3)))(x).sum().backward()  # a broadcast shape is summed back
     np.testing.assert_array_equal(x.grad.numpy(), [2.0, 2.0, 2.0])
+
+
+def test_tensors_go_positionally_and_an_integer_output_is_not_differentiable() -> None:
+    @ts.custom_op
+    def scale(x, w=None):
+        return x * w, lambda g: (g * w,)
+
+    x, w = ts.tensor([1.0, 2.0], requires_grad=True), ts.tensor([3.0, 4.0], requires_grad=True)
+    with pytest.raises(TypeError, match=r"custom op 'scale': Tensor passed as keyword argument 'w'; pass "
+                                        r"Tensors positionally"):
+        scale(x, w=w)
+    assert np.array_equal(scale(x, w=np.array([3.0, 4.0])).numpy(), [3.0, 8.0])  # arrays are settings
+
+    @ts.custom_op
+    def rounded(x):
+        return np.round(x).astype(np.int64), lambda g: (None,)
+
+    out = rounded(ts.tensor([1.4, 2.6], requires_grad=True))
+    assert out.dtype == np.int64 and not out.requires_grad and out._node is None
+    np.testing.assert_array_equal(out.numpy(), [1, 3])

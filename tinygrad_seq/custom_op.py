@@ -27,7 +27,9 @@ def custom_op(fn: Callable | None = None, *, name: str | None = None) -> Callabl
 
     Tensor arguments reach ``fn`` as their numpy arrays; ``backward(g)`` returns one gradient
     per positional argument (None for non-tensors or where none is needed), each in the
-    argument's shape or a shape that broadcasting produced from it.
+    argument's shape or a shape that broadcasting produced from it. Keyword arguments are settings,
+    never Tensors (a Tensor there would get no gradient). An integer or bool output records nothing:
+    as in PyTorch, it is not differentiable.
     """
 
     def wrap(fn: Callable) -> Callable:
@@ -35,6 +37,11 @@ def custom_op(fn: Callable | None = None, *, name: str | None = None) -> Callabl
 
         @functools.wraps(fn)
         def apply(*args: Any, **kwargs: Any) -> Tensor:
+            for key, value in kwargs.items():
+                if isinstance(value, Tensor):
+                    raise TypeError(f"custom op '{op_name}': Tensor passed as keyword argument {key!r}; pass "
+                                    "Tensors positionally, as the op's inputs, so that backward gives them a "
+                                    "gradient")
             arrays = [a._data if isinstance(a, Tensor) else a for a in args]
             result = fn(*arrays, **kwargs)
             if not (isinstance(result, tuple) and len(result) == 2 and callable(result[1])):
@@ -44,6 +51,8 @@ def custom_op(fn: Callable | None = None, *, name: str | None = None) -> Callabl
             out = np.asarray(out)
             if out.dtype.kind not in "biuf":
                 raise TypeError(f"custom op '{op_name}': output of dtype {out.dtype}; expected numbers")
+            if out.dtype.kind != "f":  # (rounding, argmax: no gradient, and no float to carry one)
+                return Tensor.constant(out)
             shapes = [np.shape(array) for array in arrays]
             return Tensor.from_op(out, op_name, args, _checked(op_name, shapes, backward))
 
