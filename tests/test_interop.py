@@ -143,3 +143,27 @@ def test_the_wrong_kind_of_argument_is_named():
         interop.to_torch_state_dict({"a": np.ones(2)})
     with pytest.raises(TypeError, match="from_torch_state_dict: expected a state dict .* got NoneType"):
         interop.from_torch_state_dict(ts.nn.Linear(2, 2), None)
+
+
+def test_tied_weights_and_a_module_used_twice_stay_shared_across_the_conversion():
+    """Embedding and output weights tied, and one Linear used twice: a twin with copies would let them
+    drift apart in training. Checked by the parameter count and by one optimizer step on each side."""
+    embed, head = ts.nn.Embedding(5, 3), ts.nn.Linear(3, 5, bias=False)
+    head.weight = embed.weight
+    square = ts.nn.Linear(5, 5)
+    ours = ts.nn.Sequential(embed, head, square, square).double()
+    theirs = interop.to_torch(ours)
+    assert theirs[1].weight is theirs[0].weight and theirs[3].weight is theirs[2].weight
+    assert len(list(theirs.parameters())) == len(list(ours.parameters())) == 3
+    ids = np.array([0, 3, 3, 1])
+    loss = (ours(ts.tensor(ids)) ** 2).sum()
+    loss.backward()
+    (theirs(torch.tensor(ids)) ** 2).sum().backward()
+    ts.optim.SGD(ours.parameters(), lr=0.1).step()
+    torch.optim.SGD(theirs.parameters(), lr=0.1).step()
+    for name, array in ours.state_dict().items():  # (the tied gradients add up in another order)
+        np.testing.assert_allclose(array, theirs.state_dict()[name].numpy(), rtol=1e-12, err_msg=name)
+    back = interop.from_torch(theirs)
+    assert back[1].weight is back[0].weight and back[3].weight is back[2].weight
+    assert len(list(back.parameters())) == 3
+    assert_same_weights(back, theirs)

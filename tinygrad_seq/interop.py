@@ -8,8 +8,9 @@ inside the functions only: the library itself never needs it.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -103,6 +104,7 @@ def to_torch(module: nn.Module) -> Any:
     if hasattr(nn, "Sequential") and type(module) is nn.Sequential:
         twin = torch.nn.Sequential(OrderedDict((child_name, to_torch(child))
                                                for child_name, child in module.named_children()))
+        _tie_like(module._state_entries(), twin)
         return twin.train(module.training)
     if name not in _HYPERPARAMETERS or type(module) is not getattr(nn, name, None):
         raise TypeError(f"to_torch: no PyTorch twin for {name}; supported: {_supported()}")
@@ -119,6 +121,20 @@ def to_torch(module: nn.Module) -> Any:
     return twin.train(module.training)
 
 
+def _tie_like(source_entries: Iterable[tuple[str, Any]], twin: Any) -> None:
+    """Share in ``twin`` the parameters its source shares: ``source_entries`` are the source's
+    (dotted name, parameter) pairs with a shared one under each of its names (tied embedding and
+    output weights, a module used twice). The children were converted one by one, each with its own
+    copy, which training would let drift apart."""
+    first_names: dict[int, str] = {}
+    for name, param in source_entries:
+        first = first_names.setdefault(id(param), name)
+        if first != name:
+            path, _, leaf = name.rpartition(".")
+            owner = functools.reduce(getattr, path.split("."), twin) if path else twin
+            setattr(owner, leaf, functools.reduce(getattr, first.split("."), twin))
+
+
 def from_torch(torch_module: Any) -> nn.Module:
     """A tinygrad_seq module with the same class, hyper-parameters, weights, dtype and mode."""
     torch = _torch()
@@ -126,6 +142,7 @@ def from_torch(torch_module: Any) -> nn.Module:
     if type(torch_module) is torch.nn.Sequential and hasattr(nn, "Sequential"):
         module = nn.Sequential(OrderedDict((child_name, from_torch(child))
                                            for child_name, child in torch_module.named_children()))
+        _tie_like(torch_module.named_parameters(remove_duplicate=False), module)
         return module.train(torch_module.training)
     ours = getattr(nn, name, None)
     if name not in _HYPERPARAMETERS or ours is None or type(torch_module) is not getattr(torch.nn, name):
