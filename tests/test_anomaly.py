@@ -106,3 +106,32 @@ def test_a_slice_gradient_is_checked_without_making_it_sequence_sized(monkeypatc
         np.testing.assert_array_equal(x.grad.data, np.arange(6.0)[:, None] * np.ones(2))
         counts.append(len(expanded))
     assert counts[1] == 2 * counts[0]  # the engine's own expansions only, none added by the check
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's own overflow warning, on the way
+def test_gradients_that_overflow_when_added_are_caught_where_they_meet() -> None:
+    """Each backward returns 1e308, finite; the two uses of b add up to inf at b, not in tanh's backward."""
+    a = ts.tensor(np.array([0.5]), requires_grad=True)
+    c = ts.tensor(np.array([1e308]))
+    with ts.detect_anomaly():
+        b = a.tanh()
+        loss = (b * c).sum() + (b * c).sum()
+        with pytest.raises(ts.AnomalyError, match=r"the gradient reaching 'tanh' .* is not finite \(0 nan, "
+                                                  r"1 inf of 1\), though each gradient added into it was"):
+            loss.backward()
+    leaf = ts.tensor(np.array([1e-300]), requires_grad=True)
+    with ts.detect_anomaly(), pytest.raises(ts.AnomalyError, match="the gradient reaching 'leaf'"):
+        ((leaf * c).sum() + (leaf * c).sum()).backward()  # a leaf's .grad would be inf, silently
+
+
+def test_a_non_finite_input_is_named_as_such_not_blamed_on_the_op() -> None:
+    weight = ts.nn.Parameter(np.array([np.inf, 1.0], np.float32))
+    with ts.detect_anomaly():
+        with pytest.raises(ts.AnomalyError, match=r"forward of 'permute' .* received non-finite values in "
+                                                  r"its input 0 \(shape \(2,\), 0 nan, 1 inf of 2\): they "
+                                                  r"were there before the op"):
+            weight.T * 2
+        with pytest.raises(ts.AnomalyError, match=r"forward of 'mul' .* its input 1 .*1 nan"):
+            ts.tensor([1.0]) * math.nan
+        with pytest.raises(ts.AnomalyError, match="forward of 'exp' .* produced non-finite values"):
+            ts.tensor([1000.0]).exp()  # finite in, inf out: the op's own

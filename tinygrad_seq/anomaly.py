@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 
@@ -50,14 +51,34 @@ def _count_bad(array: np.ndarray) -> str:
     return f"{int(np.isnan(array).sum())} nan, {int(np.isinf(array).sum())} inf of {array.size}"
 
 
-def check_forward(op: str, out: np.ndarray, node: autograd.Node | None) -> None:
-    """Record the creating line on the node; raise if the op's output is not finite."""
+def check_forward(op: str, out: np.ndarray, node: autograd.Node | None, inputs: Sequence[Any]) -> None:
+    """Record the creating line on the node; raise if the op's output is not finite, blaming the op
+    only if its inputs were finite (else the values came in: from a parameter, a tensor made outside
+    this mode, or a number)."""
     source = _creating_line()
     if node is not None:
         node.source = source
     if out.dtype.kind == "f" and not np.isfinite(out).all():
-        raise AnomalyError(f"forward of {describe(op, node, out.shape, out.dtype)} produced non-finite "
-                           f"values ({_count_bad(out)}){_created_at(source)}")
+        what = describe(op, node, out.shape, out.dtype)
+        for position, value in enumerate(inputs):
+            array = np.asarray(getattr(value, "_data", value))
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise AnomalyError(
+                    f"forward of {what} received non-finite values in its input {position} (shape "
+                    f"{array.shape}, {_count_bad(array)}): they were there before the op, in a parameter, a "
+                    f"tensor made outside detect_anomaly() or a number{_created_at(source)}")
+        raise AnomalyError(f"forward of {what} produced non-finite values ({_count_bad(out)})"
+                           f"{_created_at(source)}")
+
+
+def check_incoming(node: autograd.Node, grad: np.ndarray) -> None:
+    """Raise if the gradient reaching ``node`` is not finite. Every backward that fed it returned
+    finite values (``check_backward`` saw each): so they overflowed when the walk added them up, or
+    the gradient backward() started from was not finite."""
+    if grad.dtype.kind == "f" and not np.isfinite(grad).all():
+        raise AnomalyError(f"the gradient reaching {describe(node.op, node, node.shape, node.dtype)} is not "
+                           f"finite ({_count_bad(grad)}), though each gradient added into it was: their sum "
+                           f"overflowed (or backward() was given it){_created_at(node.source)}")
 
 
 def check_backward(node: autograd.Node, parent_grads: tuple) -> None:

@@ -389,6 +389,9 @@ def _walk(root: Node, grad: np.ndarray, retain_graph: bool) -> None:
         owned.discard(node)  # the set holds only pending gradients: it would grow with the graph
         if type(g) is ProductGrad:
             g = _fitted(node, g.dense())
+        if state.anomaly:
+            from .anomaly import check_incoming
+            check_incoming(node, g)
         rare = node.rare  # read once: hooks and observers do not give a node a tensor to fill
         if rare is not None and rare.hooks:
             for hook in rare.hooks:

@@ -91,7 +91,7 @@ class Tensor:
         result = cls._wrap(out)
         result._node = node
         if state.anomaly:
-            anomaly.check_forward(op, out, node)
+            anomaly.check_forward(op, out, node, inputs)
         return result
 
     @classmethod
