@@ -48,6 +48,7 @@ import numpy as np
 
 import tinygrad_seq as ts
 from tinygrad_seq import nn
+from tinygrad_seq.cli import non_negative_int
 from tinygrad_seq.progress import Progress
 
 OUT = Path("tinygrad_seq_out")
@@ -220,6 +221,6 @@ def main(fast: bool = False, seed: int = 0) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true", help="shorter sequences, fewer steps (what CI runs)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
     arguments = parser.parse_args()
     main(arguments.fast, arguments.seed)

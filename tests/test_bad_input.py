@@ -341,3 +341,17 @@ def test_linear_computes_in_its_weight_dtype_and_transpose_needs_both_dims() -> 
     with pytest.raises(TypeError, match="dim1"):
         A.transpose(1)
     assert A.transpose(1, 0).shape == (3, 2)
+
+
+def test_seeds_take_pytorch_s_range_and_partition_offsets_are_checked() -> None:
+    ts.manual_seed(-1)  # as in PyTorch, counted back from 2**64 (numpy alone refuses it)
+    first = ts.randn(3).numpy()
+    ts.manual_seed(2 ** 64 - 1)
+    np.testing.assert_array_equal(ts.randn(3).numpy(), first)
+    _raises(ValueError, lambda: ts.manual_seed(2 ** 64), "manual_seed", "[-2**63, 2**64)")
+    _raises(TypeError, lambda: ts.manual_seed(1.5), "manual_seed", "seed must be an integer", "1.5")
+    text = np.arange(23)
+    _raises(ValueError, lambda: ts.nn.sequential_partition(text, 3, offset=-1), "offset must be >= 0", "-1")
+    _raises(TypeError, lambda: ts.nn.sequential_partition(text, 3, offset=1.5), "offset must be an integer")
+    inputs, _ = ts.nn.sequential_partition(text, 3, offset=np.int64(1))
+    assert inputs.shape == (7, 3) and inputs[0, 0].item() == 1

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .checks import sizes
+from .checks import integer, sizes
 from .tensor import Tensor
 
 DEFAULT_DTYPE = np.float32
@@ -14,9 +14,13 @@ _generator = np.random.default_rng()
 
 
 def manual_seed(seed: int) -> None:
-    """Seed the generator behind randn / rand / parameter init / dropout, for reproducible runs."""
+    """Seed the generator behind randn / rand / parameter init / dropout, for reproducible runs.
+    PyTorch's range: a negative seed counts back from 2**64 (numpy alone refuses one)."""
     global _generator
-    _generator = np.random.default_rng(seed)
+    seed = integer(seed, "manual_seed", "seed")
+    if not -2 ** 63 <= seed < 2 ** 64:
+        raise ValueError(f"manual_seed: seed must be in [-2**63, 2**64), got {seed}")
+    _generator = np.random.default_rng(seed % 2 ** 64)
 
 
 def generator() -> np.random.Generator:

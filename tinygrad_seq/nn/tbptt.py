@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ..checks import is_integer
+from ..checks import integer, is_integer
 from ..tensor import Tensor
 
 
@@ -48,8 +48,11 @@ def sequential_partition(sequence: Any, batch_size: int, offset: int = 0) -> tup
     if data.ndim == 0 or not is_integer(batch_size) or batch_size < 1:
         raise ValueError(f"sequential_partition: need a sequence with a time dimension and a positive "
                          f"batch_size, got shape {data.shape} and batch_size={batch_size!r}")
+    offset = integer(offset, "sequential_partition", "offset")
+    if offset < 0:
+        raise ValueError(f"sequential_partition: offset must be >= 0 (a prefix to skip), got {offset}")
     steps = (len(data) - offset - 1) // batch_size
-    if offset < 0 or steps < 1:
+    if steps < 1:
         raise ValueError(f"sequential_partition: a sequence of length {len(data)} with offset {offset} "
                          f"is too short for {batch_size} streams of at least one step plus a target")
 
