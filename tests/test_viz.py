@@ -732,3 +732,17 @@ def test_the_node_count_error_survives_pickling_and_spells_cli_flags() -> None:
     assert str(again) == str(error) and again.nodes == 49
     assert error.advice(flags=True) == ("Use --level layer, or keep fewer steps (now --max-steps 40; try "
                                         "--max-steps 20)")
+
+
+def test_the_node_count_advice_of_a_graph_without_steps_offers_what_would_shrink_it() -> None:
+    h = ts.randn(2, requires_grad=True)
+    for _ in range(300):
+        h = h.tanh() * 1.0
+    for level in ("op", "cell"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (draw warns that a cell level without steps draws every op)
+            with pytest.raises(ts.viz.PictureTooLargeError) as caught:
+                ts.viz.draw(h.sum(), level=level, max_steps=10, max_nodes=100)
+        message = str(caught.value)
+        assert "with ts.scope(step=t):" in message and "max_nodes=None" in message
+        assert "max_steps" not in message.split("limit max_nodes")[1] and "level=" not in message

@@ -803,9 +803,11 @@ class _GradScale:
 class PictureTooLargeError(ValueError):
     """``draw``'s node-count guard: the picture would have more than ``max_nodes`` nodes."""
 
-    def __init__(self, level: str, nodes: int, limit: int, max_steps: int | None) -> None:
+    def __init__(self, level: str, nodes: int, limit: int, max_steps: int | None,
+                 stepped: bool = True) -> None:
         self.level, self.nodes, self.limit, self.max_steps = level, nodes, limit, max_steps
-        self.arguments = (level, nodes, limit, max_steps)
+        self.stepped = stepped  # whether any op has a time step: else no level or max_steps shrinks it
+        self.arguments = (level, nodes, limit, max_steps, stepped)
         super().__init__(f"draw: the {level}-level picture has {nodes} nodes (limit max_nodes={limit}); "
                          f"graphviz would take minutes and the result would be unreadable. {self.advice()}.")
 
@@ -818,9 +820,13 @@ class PictureTooLargeError(ValueError):
         def spell(option: str, value: object) -> str:
             return f"--{option.replace('_', '-')} {value}" if flags else f"{option}={value!r}"
 
-        hints = {"op": [f"use {spell('level', 'cell')} or {spell('level', 'layer')}"],
-                 "cell": [f"use {spell('level', 'layer')}"], "layer": []}[self.level]
-        if self.level != "layer":  # a layer box already holds all its steps: nothing to elide
+        if not self.stepped:
+            hints = ["give the graph time steps to box and elide (wrap each step of your loop in "
+                     "`with ts.scope(step=t):`, or use an RNN / LSTM / GRU layer)"]
+        else:
+            hints = {"op": [f"use {spell('level', 'cell')} or {spell('level', 'layer')}"],
+                     "cell": [f"use {spell('level', 'layer')}"], "layer": []}[self.level]
+        if self.stepped and self.level != "layer":  # a layer box holds all its steps: nothing to elide
             if self.max_steps is None:
                 hints.append(f"elide the middle of long sequences with {spell('max_steps', 10)}")
             elif self.max_steps > 2:
@@ -864,12 +870,13 @@ def draw(*roots: Any, level: str = "op", show_shapes: bool = True, show_grads: b
     if rankdir not in ("LR", "RL", "TB", "BT"):
         raise ValueError(f"draw: rankdir must be 'LR', 'RL', 'TB' or 'BT', got {rankdir!r}")
     picture = _Picture(_root_nodes(roots), level, max_steps, _parameter_names(params))
-    if level != "op" and not any(_step_of(node) is not None for node in picture.nodes):
+    stepped = any(_step_of(node) is not None for node in picture.nodes)
+    if level != "op" and not stepped:
         warnings.warn(f"draw(level={level!r}): no op in the graph has a time step, so there are no steps "
                       "to box and every op is drawn. Wrap each step of a hand-written loop in "
                       "`with ts.scope(step=t):`, or use an RNN / LSTM / GRU layer.", stacklevel=2)
     if max_nodes is not None and len(picture.units) > max_nodes:
-        raise PictureTooLargeError(level, len(picture.units), max_nodes, max_steps)
+        raise PictureTooLargeError(level, len(picture.units), max_nodes, max_steps, stepped)
     if show_grads is None:
         show_grads = any(node.grad_norm is not None for node in picture.nodes if not node.is_leaf)
     picture.norms, missing = _grad_norms(picture.roots, picture.nodes, bool(show_grads))
