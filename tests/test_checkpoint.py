@@ -312,11 +312,12 @@ def test_bfloat16_tensors_load_as_float32_and_float8_is_named(tmp_path):
 
 def test_structures_nested_too_deeply_are_refused_as_such(tmp_path):
     safetensors_numpy = pytest.importorskip("safetensors.numpy")
-    deep: list = []
-    for _ in range(5000):
-        deep = [deep]
-    with pytest.raises(TypeError, match="nested too deeply"):
-        ts.save({"a": deep}, tmp_path / "deep.safetensors")
+    for depth in (600, 5000):  # past json.dumps' recursion, and past the encoder's own
+        deep: list = []
+        for _ in range(depth):
+            deep = [deep]
+        with pytest.raises(TypeError, match="nested too deeply"):
+            ts.save({"a": deep}, tmp_path / "deep.safetensors")
     path = tmp_path / "forged.safetensors"
     for depth in (900, 100_000):  # past the decoder's recursion, and past json's own
         forged = '{"list": [' * depth + "]}" * depth

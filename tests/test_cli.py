@@ -479,18 +479,21 @@ def test_a_diverging_run_stops_with_one_line_and_saves_nothing(tmp_path: Path,
     assert_one_line_error(code, err.splitlines()[-1] + "\n", "train", "the loss is nan at step 2",
                           "nothing was saved", "--lr (now 1e+300)")
     assert not (tmp_path / "char_model.safetensors").exists()
-    with pytest.raises(charlm.DivergedError, match="the loss is nan at step 2"):
-        ts.manual_seed(0)
-        charlm.train(charlm.CharModel(4, 8), np.arange(40) % 4, steps=5, window=4, batch=2, lr=1e300)
+    for steps in (5, 1):  # (one step: its own update made the weights nan, after a finite loss)
+        with pytest.raises(charlm.DivergedError, match="the loss is nan at step 2"):
+            ts.manual_seed(0)
+            charlm.train(charlm.CharModel(4, 8), np.arange(40) % 4, steps=steps, window=4, batch=2, lr=1e300)
 
 
 def test_progress_shows_a_huge_perplexity_without_overflowing(capsys: pytest.CaptureFixture) -> None:
     report = charlm.progress_printer(2, every=1)
     report(1, [800.0])
     report(2, [800.0, 20.0])
+    charlm.progress_printer(1, every=1)(1, [705.0])
     printed = capsys.readouterr()
     text = printed.out + printed.err
     assert "loss 800.000  perplexity inf" in text and "loss 20.000  perplexity 4.85e+08" in text
+    assert "loss 705.000  perplexity 1.51e+306" in text
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy on the way to nan

@@ -137,6 +137,8 @@ def train(model: CharModel, text_ids: np.ndarray, steps: int, window: int = 32, 
                 on_progress(len(losses), losses)
             if len(losses) == steps:
                 break
+    if not all(np.isfinite(p.data).all() for p in model.parameters()):  # the last update diverged
+        raise DivergedError(len(losses) + 1, math.nan)  # what the next step's loss would be
     return losses
 
 
@@ -151,7 +153,10 @@ def progress_printer(steps: int, every: int = 50, indent: str = "  ") -> Progres
         progress.step(loss=losses[-1])
         if step % every == 0 or step == steps:
             recent = float(np.mean(losses[-every:]))
-            perplexity = math.exp(recent) if recent < 700 else math.inf  # (exp overflows at 710)
+            try:
+                perplexity = math.exp(recent)
+            except OverflowError:  # a loss above 709.78: a diverging run
+                perplexity = math.inf
             shown = f"{perplexity:6.2f}" if perplexity < 1e6 else f"{perplexity:.3g}"
             progress.log(f"{indent}step {step:4d}  loss {recent:.3f}  perplexity {shown}")
         if step == steps:
@@ -198,9 +203,9 @@ def _next_id(logits: np.ndarray, temperature: float, rng: np.random.Generator) -
                          "diverged training run?)")
     with np.errstate(over="ignore"):
         scaled = logits.astype(np.float64) / temperature
-    if not np.all(np.isfinite(scaled)):
-        return int(np.argmax(logits))
-    probs = np.exp(scaled - scaled.max())
+        if not np.all(np.isfinite(scaled)):
+            return int(np.argmax(logits))
+        probs = np.exp(scaled - scaled.max())  # (the difference may overflow to -inf: a probability of 0)
     return int(rng.choice(len(probs), p=probs / probs.sum()))
 
 

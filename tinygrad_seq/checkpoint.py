@@ -120,10 +120,10 @@ def save(obj: Mapping[str, Any], path: PathLike) -> None:
     tensors: dict[str, np.ndarray] = {}
     try:
         structure = _encode(obj, (), tensors)
-    except RecursionError:  # a structure nested thousands deep (or one that contains itself)
+        metadata = {_FORMAT_KEY: _FORMAT_VERSION, _STRUCTURE_KEY: json.dumps(structure)}
+    except RecursionError:  # a structure nested hundreds deep (or one that contains itself)
         raise TypeError("ts.save: the object is nested too deeply to store (does it contain itself?)"
                         ) from None
-    metadata = {_FORMAT_KEY: _FORMAT_VERSION, _STRUCTURE_KEY: json.dumps(structure)}
     atomic_write(path, safetensors.numpy.save(tensors, metadata=metadata))
 
 
@@ -162,7 +162,7 @@ def _load_safetensors(path: Path, magic: bytes) -> Any:
         structure = json.loads(metadata[_STRUCTURE_KEY])
     except (json.JSONDecodeError, RecursionError) as err:
         raise ValueError(f"ts.load: {path} is corrupt: its structure metadata is not JSON that can be read "
-                         f"({err or 'nested too deeply'})") from None
+                         f"({err})") from None
     return _decode(structure, tensors, str(path))
 
 

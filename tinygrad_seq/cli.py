@@ -245,9 +245,11 @@ def _sample(args: argparse.Namespace) -> int:
         characters = generate(model, vocab, prime, args.length, args.temperature,
                               np.random.default_rng(args.seed))
     print(prime, end="", flush=True)
-    with user_input(f"--checkpoint {args.checkpoint!r}"):  # a model whose weights are not finite
+    try:
         for character in characters:  # as they are drawn: a long sample shows its progress by growing
             print(character, end="", flush=True)
+    except ValueError as err:  # a model whose weights are not finite (an OSError is stdout's: main's)
+        raise CliError(f"--checkpoint {args.checkpoint!r}: {err}") from err
     print()
     return 0
 
